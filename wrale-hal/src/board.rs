@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use wrale_core::Timestamp;
 use wrale_core::board::BoardProfile;
@@ -13,7 +13,7 @@ use wrale_core::model::{
 use crate::error::{HalError, Result};
 use crate::events::EventHub;
 use crate::gpio::Gpio;
-use crate::platform::{I2cBus, Platform};
+use crate::platform::{I2cBus, LoadGenerator, Platform};
 use crate::power::{Battery, PowerMonitor, PowerSupply};
 use crate::security::SecurityInput;
 use crate::thermal::{Fan, ThermalSensor};
@@ -22,6 +22,10 @@ use crate::thermal::{Fan, ThermalSensor};
 pub trait Clock: Send + Sync + fmt::Debug {
     /// The current time.
     fn now(&self) -> Timestamp;
+    /// Lets `d` pass: sleeps on real hardware; on the simulator's virtual clock,
+    /// advances the physical model by `d` (so diagnostics that wait for a fan to
+    /// spin up run instantly and deterministically).
+    fn sleep(&self, d: Duration);
 }
 
 /// The wall clock.
@@ -31,6 +35,9 @@ pub struct SystemClock;
 impl Clock for SystemClock {
     fn now(&self) -> Timestamp {
         Timestamp::from_system(SystemTime::now())
+    }
+    fn sleep(&self, d: Duration) {
+        std::thread::sleep(d);
     }
 }
 
@@ -52,6 +59,7 @@ pub struct Board {
     security: Vec<Arc<dyn SecurityInput>>,
     platform: Option<Arc<dyn Platform>>,
     i2c: Vec<Arc<dyn I2cBus>>,
+    load: Option<Arc<dyn LoadGenerator>>,
     events: EventHub,
 }
 
@@ -96,6 +104,7 @@ impl Board {
                 security: Vec::new(),
                 platform: None,
                 i2c: Vec::new(),
+                load: None,
                 events: EventHub::new(),
             },
         }
@@ -177,6 +186,16 @@ impl Board {
     /// I2C buses (for diagnostics).
     pub fn i2c_buses(&self) -> &[Arc<dyn I2cBus>] {
         &self.i2c
+    }
+
+    /// The CPU load generator used by diagnostics (supply check under load), if any.
+    pub fn load_generator(&self) -> Option<&Arc<dyn LoadGenerator>> {
+        self.load.as_ref()
+    }
+
+    /// Lets `d` pass on the board's clock (virtual time on `sim`).
+    pub fn sleep(&self, d: Duration) {
+        self.clock.sleep(d);
     }
 
     /// The hardware event hub (GPIO edges, security inputs, power changes).
@@ -317,6 +336,11 @@ impl BoardBuilder {
     /// Adds an I2C bus.
     pub fn i2c(mut self, bus: Arc<dyn I2cBus>) -> Self {
         self.board.i2c.push(bus);
+        self
+    }
+    /// Sets the CPU load generator.
+    pub fn load_generator(mut self, load: Arc<dyn LoadGenerator>) -> Self {
+        self.board.load = Some(load);
         self
     }
     /// Uses an existing event hub (so backend parts built earlier can publish to it).

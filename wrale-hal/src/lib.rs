@@ -19,6 +19,7 @@
 
 pub mod board;
 mod config;
+pub mod diag;
 pub mod drivers;
 pub mod error;
 pub mod events;
@@ -48,7 +49,7 @@ pub use wrale_core::units;
 pub mod prelude {
     pub use crate::board::Clock;
     pub use crate::gpio::{DropState, Gpio, InputPin, OutputPin, PwmPin};
-    pub use crate::platform::{I2cBus, Platform};
+    pub use crate::platform::{I2cBus, LoadGenerator, Platform};
     pub use crate::power::{Battery, PowerMonitor, PowerSupply};
     pub use crate::security::SecurityInput;
     pub use crate::thermal::{Fan, ThermalSensor};

@@ -25,3 +25,10 @@ pub trait I2cBus: Send + Sync + fmt::Debug {
     /// Addresses (0x03..=0x77) that acknowledge.
     fn scan(&self) -> Result<Vec<u8>>;
 }
+
+/// Puts the CPU under a chosen load (diagnostics: supply check under load).
+/// On `sim` it sets the modelled load; on Linux it runs busy threads.
+pub trait LoadGenerator: Send + Sync + fmt::Debug {
+    /// Sets the extra load; `Percent::ZERO` stops it.
+    fn set_load(&self, load: Percent) -> Result<()>;
+}

@@ -1,0 +1,1 @@
+//! Diagnostics: self-tests on a [`Board`](crate::Board) (placeholder: being written).
