@@ -1,1 +1,0 @@
-//! Diagnostics: self-tests on a [`Board`](crate::Board) (placeholder: being written).
