@@ -250,6 +250,9 @@ impl GpioState {
     /// differs from the reported level, so the reported level always settles on
     /// the real one.
     pub(crate) fn refresh(&mut self, now: Duration) -> Vec<AcceptedEdge> {
+        if self.pins.iter().all(|s| s.watch.is_none()) {
+            return Vec::new();
+        }
         let levels: Vec<Level> = (0..=self.max_gpio).map(|p| self.level(p)).collect();
         let mut out = Vec::new();
         for (i, s) in self.pins.iter_mut().enumerate() {

@@ -1438,8 +1438,9 @@ mod tests {
         let (v, i) = solve_supply(5.1, 0.6, 6.4);
         assert!((v - (5.1 - i * 0.6)).abs() < 1e-9);
         assert!((v * i - 6.4).abs() < 1e-9);
-        // PHYSICS.md 7: 4B at ~1.25 A and 0.6 Ω sags to ~4.35 V.
-        assert!(v < 4.45 && v > 4.2, "{v}");
+        // PHYSICS.md 7: 4B at ~1.25 A and 0.6 Ω sags to ~4.35 V; at constant
+        // power the current grows as the voltage falls, so a little lower.
+        assert!(v < 4.35 && v > 4.1, "{v}");
         assert_eq!(solve_supply(5.1, 0.1, 0.0), (5.1, 0.0));
     }
 }
