@@ -18,11 +18,18 @@
 //! assert_eq!(pi4.thermal.critical_c.get(), 85.0);
 //! ```
 
+pub mod audit;
 pub mod board;
+mod error;
+pub mod events;
 pub mod model;
+pub mod policy;
 pub mod time;
 pub mod units;
 
 pub use board::{BoardModel, BoardProfile};
+pub use error::{Error, Refused, Result, RuleId};
+pub use events::{Event, EventBus};
 pub use model::{DeviceId, GroupId, HalErrorKind, Reading, Sample};
+pub use policy::{Action, Decision, PolicySet, PolicyStore, SafetyState, Verdict};
 pub use time::Timestamp;

@@ -1,9 +1,15 @@
-//! The domain model: devices, samples and hardware vocabulary.
+//! The domain model: devices, samples, commands, alerts and hardware vocabulary.
 
+pub mod alert;
+pub mod command;
 pub mod device;
 pub mod hardware;
 pub mod sample;
 
+pub use alert::{Alert, AlertCode, Severity};
+pub use command::{
+    Actor, Command, CommandKind, CommandRequest, CommandTarget, FanProfileName, UnknownCommand,
+};
 pub use device::{DeviceId, DeviceInfo, GroupId, InvalidId, Location};
 pub use hardware::{
     BatteryStatus, ChargeState, Edge, HalErrorKind, Level, PowerSourceKind, PowerSourceStatus,
