@@ -34,10 +34,13 @@
 //! briefly compete. `docs/diagnostics.md` describes every check, its inputs,
 //! thresholds and statuses.
 //!
-//! ```no_run
+//! ```
 //! use wrale_hal::diag::{self, CheckStatus, DiagOptions, ExpectedI2cDevice};
 //! use wrale_hal::{BackendConfig, SimConfig};
 //!
+//! # #[cfg(feature = "sim")]
+//! # fn main() -> Result<(), wrale_hal::HalError> {
+//! // A simulated Pi 4 (virtual clock: the whole run takes milliseconds).
 //! let board = wrale_hal::open(&BackendConfig::Sim(SimConfig::default()))?;
 //! let mut options = DiagOptions::default();
 //! options.i2c.expected.push(ExpectedI2cDevice::new("i2c-1", 0x40, "ina219"));
@@ -46,7 +49,10 @@
 //!     eprintln!("{}: {}", check.label(), check.message);
 //! }
 //! assert_eq!(report.status, CheckStatus::Pass);
-//! # Ok::<(), wrale_hal::HalError>(())
+//! # Ok(())
+//! # }
+//! # #[cfg(not(feature = "sim"))]
+//! # fn main() {}
 //! ```
 
 use std::collections::BTreeMap;
