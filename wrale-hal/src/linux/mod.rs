@@ -9,9 +9,9 @@
 //! hwmon devices by their `name` file (`rpi_volt`, `pwmfan`, `ina219`), thermal
 //! zones by their `type`; `/sys/class/*` symlinks are followed.
 //!
-//! Values are never invented: a missing file is [`HalError::NotFound`] (the sample
+//! Values are never invented: a missing file is [`HalError::NotFound`](crate::HalError::NotFound) (the sample
 //! shows Missing), an empty, non-numeric or physically absurd value is
-//! [`HalError::SensorFault`] (the sample shows `Fault(SensorFault)`).
+//! [`HalError::SensorFault`](crate::HalError::SensorFault) (the sample shows `Fault(SensorFault)`).
 //!
 //! | part | type | source |
 //! |---|---|---|

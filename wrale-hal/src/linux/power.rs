@@ -170,32 +170,37 @@ impl PowerMonitor for SysfsPower {
     }
 
     fn throttle(&self) -> Result<ThrottleFlags> {
-        let alarm = match &self.undervoltage_alarm {
-            Some(p) => Some(sysfs::read_int_in(p, 0..=1)? == 1),
-            None => None,
-        };
-        let word = match &self.throttle_word {
-            Some(p) => {
-                let text = sysfs::read_text(p)?;
-                Some(parse_throttle_word(&p.display().to_string(), &text)?)
-            }
-            None => None,
-        };
-        match (word, alarm) {
-            (None, None) => Err(HalError::unsupported(
-                "throttle flags: neither rpi_volt hwmon nor firmware get_throttled",
-            )),
-            (word, alarm) => {
-                let mut flags = ThrottleFlags::from_bits(word.unwrap_or(0));
-                // The alarm is the driver's latch of bit 16 (cleared in the firmware on
-                // every poll). A set bit 16 in the word is an under-voltage too, so
-                // either one marks it: neither can be a false positive.
-                if let Some(a) = alarm {
-                    flags.under_voltage_occurred |= a;
-                }
-                Ok(flags)
-            }
+        // A source whose file has vanished counts as absent; garbage in either is a fault.
+        let alarm = optional(self.undervoltage_alarm.as_deref(), |p| {
+            Ok(sysfs::read_int_in(p, 0..=1)? == 1)
+        })?;
+        let word = optional(self.throttle_word.as_deref(), |p| {
+            parse_throttle_word(&p.display().to_string(), &sysfs::read_text(p)?)
+        })?;
+        if word.is_none() && alarm.is_none() {
+            return Err(HalError::not_found(
+                "throttle flags: neither hwmon rpi_volt in0_lcrit_alarm nor firmware get_throttled",
+            ));
         }
+        let mut flags = ThrottleFlags::from_bits(word.unwrap_or(0));
+        // The alarm is the driver's latch of bit 16 (which it clears in the firmware on
+        // every poll). A set bit 16 in the word is an under-voltage too, so either one
+        // marks it: neither can be a false positive. Without the word, the "now" bits
+        // are not known and stay false.
+        if let Some(a) = alarm {
+            flags.under_voltage_occurred |= a;
+        }
+        Ok(flags)
+    }
+}
+
+/// Reads an optional source: `Ok(None)` when there is no such file.
+fn optional<T>(path: Option<&Path>, read: impl FnOnce(&Path) -> Result<T>) -> Result<Option<T>> {
+    match path.map(read) {
+        None => Ok(None),
+        Some(Ok(v)) => Ok(Some(v)),
+        Some(Err(e)) if e.kind() == crate::HalErrorKind::NotFound => Ok(None),
+        Some(Err(e)) => Err(e),
     }
 }
 
