@@ -22,7 +22,7 @@
 //! Rules every check follows:
 //!
 //! - It never panics on a hardware error: the error becomes `fail` with the
-//!   [`HalError`](crate::HalError) text (and its portable kind in
+//!   [`HalError`] text (and its portable kind in
 //!   `measured.error_kind`), or `skip` where the hardware is simply absent.
 //! - What it changes, it puts back, also on error and on unwinding: the fan's
 //!   previous duty, the load generator at zero, GPIO lines released.
