@@ -353,11 +353,13 @@ fn fixture(name: &str) -> wrale_hal::Board {
 }
 
 /// Fixture files do not change and the wall clock is real here: read quickly, and
-/// leave out the checks that would drive the test machine's CPU.
+/// leave out the checks that would drive the test machine's CPU or write to the
+/// fixture (a fan's `pwm1`).
 #[cfg(all(feature = "linux", target_os = "linux"))]
 fn fixture_options() -> DiagOptions {
     let mut o = DiagOptions::default();
-    o.checks.retain(|c| *c != CheckKind::SupplyUnderLoad);
+    o.checks
+        .retain(|c| !matches!(c, CheckKind::SupplyUnderLoad | CheckKind::FanSpin));
     o.sensors.apply_load = false;
     o.sensors.reads = 3;
     o.sensors.interval = Duration::from_millis(5);
@@ -414,4 +416,39 @@ fn linux_fixture_cm4_emmc() {
         Some("normal")
     );
     assert_eq!(report.status_of(CheckKind::StorageWear), CheckStatus::Pass);
+}
+
+#[cfg(all(feature = "linux", target_os = "linux"))]
+#[test]
+fn linux_fixture_pi5_healthy() {
+    let report = diag::run(&fixture("pi5"), &fixture_options());
+    assert_eq!(report.model, BoardModel::Pi5);
+    for kind in [
+        CheckKind::StorageWear,
+        CheckKind::SupplyVoltage,
+        CheckKind::SensorPlausibility,
+    ] {
+        assert_eq!(
+            report.status_of(kind),
+            CheckStatus::Pass,
+            "{}",
+            dump(&report)
+        );
+    }
+    assert!(report.status <= CheckStatus::Pass, "{}", dump(&report));
+}
+
+#[cfg(all(feature = "linux", target_os = "linux"))]
+#[test]
+fn linux_fixture_with_garbage_fails_without_panicking() {
+    let report = diag::run(&fixture("broken"), &fixture_options());
+    if std::env::var_os("WRALE_DIAG_DUMP").is_some() {
+        println!("{}", dump(&report));
+    }
+    assert_eq!(report.status, CheckStatus::Fail, "{}", dump(&report));
+    // "not a number" in the SoC zone: the sensor fails with the backend's error.
+    let cpu = one(&report, CheckKind::SensorPlausibility, Some("cpu"));
+    assert_eq!(cpu.status, CheckStatus::Fail, "{cpu:#?}");
+    assert!(cpu.measured("error").is_some(), "{cpu:#?}");
+    assert!(report.checks.iter().all(|c| !c.message.is_empty()));
 }
