@@ -12,9 +12,10 @@
 //!
 //! Pull resistors use the uAPI v1 bias flags (Linux 5.5 and later).
 //!
-//! Hardware PWM is not offered here: `claim_pwm` is refused with
-//! [`HalError::Unsupported`] (the `rpi` backend drives the PWM peripheral, and the
-//! Pi 5 fan header is driven as hwmon `pwmfan`). Wrale never fakes PWM in software.
+//! Hardware PWM goes through the kernel's PWM class (see [`SysfsPwmPin`](super::SysfsPwmPin)) when the
+//! controller was given the board's root and model ([`CdevGpio::with_pwm`]);
+//! otherwise `claim_pwm` is refused with [`HalError::Unsupported`]. Wrale never
+//! fakes PWM in software.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -29,6 +30,7 @@ use std::time::Duration;
 use gpio_cdev::{Chip, EventRequestFlags, Line, LineEventHandle, LineHandle, LineRequestFlags};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, poll};
+use wrale_core::board::BoardModel;
 use wrale_core::model::{Edge, Level, Pull};
 use wrale_core::units::{Hertz, Percent};
 
@@ -36,6 +38,8 @@ use crate::board::Clock;
 use crate::error::{HalError, Result};
 use crate::events::{EventHub, HalEvent};
 use crate::gpio::{DropState, Gpio, InputPin, OutputPin, PwmPin};
+
+use super::pwm::SysfsPwm;
 
 /// Consumer label the kernel shows for lines Wrale holds (`gpioinfo`).
 const CONSUMER: &str = "wrale";
@@ -124,6 +128,7 @@ pub struct CdevGpio {
     claimed: ClaimSet,
     events: EventHub,
     clock: Arc<dyn Clock>,
+    pwm: Option<SysfsPwm>,
 }
 
 impl fmt::Debug for CdevGpio {
@@ -149,7 +154,15 @@ impl CdevGpio {
             claimed: Arc::new(Mutex::new(BTreeSet::new())),
             events,
             clock,
+            pwm: None,
         })
+    }
+
+    /// Enables hardware PWM through `sys/class/pwm` under `root`, with the header
+    /// pin map of `model`.
+    pub fn with_pwm(mut self, root: &Path, model: BoardModel) -> Self {
+        self.pwm = Some(SysfsPwm::new(root, model));
+        self
     }
 
     /// Number of lines on the chip.
@@ -157,7 +170,8 @@ impl CdevGpio {
         self.lines
     }
 
-    fn reserve(&self, pin: u8) -> Result<(Claim, Line)> {
+    /// Enters `pin` in the claim set (without touching the line).
+    fn reserve_pin(&self, pin: u8) -> Result<Claim> {
         if u32::from(pin) >= self.lines {
             return Err(HalError::InvalidArgument(format!(
                 "GPIO {pin}: {} has lines 0..{}",
@@ -165,16 +179,17 @@ impl CdevGpio {
                 self.lines
             )));
         }
-        {
-            let mut set = lock_set(&self.claimed);
-            if !set.insert(pin) {
-                return Err(HalError::PinUsed { pin });
-            }
+        if !lock_set(&self.claimed).insert(pin) {
+            return Err(HalError::PinUsed { pin });
         }
-        let claim = Claim {
+        Ok(Claim {
             pin,
             set: Arc::clone(&self.claimed),
-        };
+        })
+    }
+
+    fn reserve(&self, pin: u8) -> Result<(Claim, Line)> {
+        let claim = self.reserve_pin(pin)?;
         let line = self
             .chip
             .lock()
@@ -229,14 +244,20 @@ impl Gpio for CdevGpio {
     fn claim_pwm(
         &self,
         pin: u8,
-        _frequency: Hertz,
-        _duty: Percent,
-        _on_drop: DropState,
+        frequency: Hertz,
+        duty: Percent,
+        on_drop: DropState,
     ) -> Result<Box<dyn PwmPin>> {
-        Err(HalError::unsupported(format!(
-            "hardware PWM on GPIO {pin} through the linux backend (use the rpi backend; \
-             Wrale never generates PWM in software)"
-        )))
+        let pwm = self.pwm.as_ref().ok_or_else(|| {
+            HalError::unsupported(format!(
+                "hardware PWM on GPIO {pin}: this controller has no PWM class access \
+                 (Wrale never generates PWM in software)"
+            ))
+        })?;
+        // The line is not requested through the character device: that would switch
+        // the pin from its PWM function to plain GPIO.
+        let claim = self.reserve_pin(pin)?;
+        Ok(Box::new(pwm.claim(pin, frequency, duty, on_drop, claim)?))
     }
 
     fn claimed(&self) -> Vec<u8> {

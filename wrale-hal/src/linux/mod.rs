@@ -20,6 +20,7 @@
 //! | power | [`SysfsPower`] | hwmon `rpi_volt` `in0_lcrit_alarm`, firmware `get_throttled`, INA2xx hwmon |
 //! | platform | [`ProcPlatform`] | `proc/stat`, cpufreq, `proc/diskstats`, `sys/block/*/device/{type,life_time,pre_eol_info}` |
 //! | GPIO | [`CdevGpio`] | `/dev/gpiochipN` ([`LinuxConfig::gpio_chip`]) |
+//! | hardware PWM | [`SysfsPwmPin`] | `sys/class/pwm/pwmchipN` of the header's controller (needs `dtoverlay=pwm-2chan`) |
 //! | load | [`BusyLoad`] | busy threads |
 
 mod fan;
@@ -27,6 +28,7 @@ mod gpio;
 mod load;
 mod platform;
 mod power;
+mod pwm;
 mod sysfs;
 mod thermal;
 
@@ -40,6 +42,7 @@ pub use gpio::{CdevGpio, CdevInput, CdevOutput};
 pub use load::BusyLoad;
 pub use platform::ProcPlatform;
 pub use power::SysfsPower;
+pub use pwm::SysfsPwmPin;
 pub use thermal::SysfsThermal;
 
 use crate::LinuxConfig;
@@ -89,16 +92,16 @@ pub(crate) fn board_builder(c: &LinuxConfig) -> Result<BoardBuilder> {
 /// [`HalError::NotFound`](crate::HalError::NotFound) naming it); missing sensors
 /// simply leave their part out.
 pub(crate) fn board_builder_with_events(c: &LinuxConfig, events: EventHub) -> Result<BoardBuilder> {
-    let profile = BoardProfile::builtin(detect_model(c));
+    let model = detect_model(c);
+    let profile = BoardProfile::builtin(model);
     let clock: Arc<dyn Clock> = Arc::new(SystemClock);
     let hwmon = sysfs::hwmon_devices(&c.root);
 
     let gpio = match &c.gpio_chip {
-        Some(chip) => Some(CdevGpio::open(
-            &chip_path(c, chip),
-            events.clone(),
-            Arc::clone(&clock),
-        )?),
+        Some(chip) => Some(
+            CdevGpio::open(&chip_path(c, chip), events.clone(), Arc::clone(&clock))?
+                .with_pwm(&c.root, model),
+        ),
         None => None,
     };
 
