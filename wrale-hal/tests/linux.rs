@@ -339,6 +339,12 @@ fn empty_root_opens_with_nothing_and_samples_missing() {
 fn fan_duty_is_written_and_safe_duty_on_drop() {
     let dir = copy_fixture("pi5");
     let root = dir.path();
+
+    // A fan Wrale never drove stays under the kernel's control: nothing is written.
+    drop(open(root));
+    assert_eq!(read(root, "sys/class/hwmon/hwmon2/pwm1"), "75\n");
+    assert_eq!(read(root, "sys/class/hwmon/hwmon2/pwm1_enable"), "2\n");
+
     let board = open(root);
     let fan = board.fan("fan0").unwrap();
     assert!(fan.has_tach());

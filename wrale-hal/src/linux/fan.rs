@@ -7,6 +7,7 @@
 //! fan (the safety engine does so on every sample).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use wrale_core::units::{Percent, Rpm};
 
@@ -17,15 +18,21 @@ use crate::thermal::Fan;
 /// Largest raw `pwm1` value (100 % duty).
 const PWM_MAX: i64 = 255;
 
-/// A fan on an hwmon `pwmfan` device. When dropped it writes its safe duty (the
-/// board profile's `fan.safe_duty_pct`): a daemon that goes away leaves the fan
-/// running, not stopped.
+/// A fan on an hwmon `pwmfan` device.
+///
+/// Fail-safe: once Wrale has set a duty (taking the fan over from the kernel's
+/// automatic control, `pwm1_enable` = 1), dropping the fan writes its safe duty
+/// (the board profile's `fan.safe_duty_pct`), so a daemon that goes away leaves
+/// the fan running, not stopped or stuck at a low duty. A fan Wrale never drove is
+/// left alone on drop: the kernel's own fan curve is still in charge of it.
 #[derive(Debug)]
 pub struct HwmonFan {
     id: String,
     dir: PathBuf,
     has_tach: bool,
     safe_duty: Percent,
+    /// Whether Wrale has written a duty (then it owns the fan's safety on drop).
+    driven: AtomicBool,
 }
 
 impl HwmonFan {
@@ -38,6 +45,7 @@ impl HwmonFan {
             dir,
             has_tach,
             safe_duty,
+            driven: AtomicBool::new(false),
         }
     }
 
@@ -67,6 +75,9 @@ impl Fan for HwmonFan {
     }
 
     fn set_duty(&self, duty: Percent) -> Result<()> {
+        // Marked before writing: even a half-done write (enable without duty) has
+        // taken the fan away from the kernel.
+        self.driven.store(true, Ordering::SeqCst);
         self.write_duty(duty)
     }
 
@@ -90,7 +101,9 @@ impl Drop for HwmonFan {
     fn drop(&mut self) {
         // Fail-safe; nothing to report to from a destructor, and nothing better to do
         // if the write fails.
-        let _ = self.write_duty(self.safe_duty);
+        if self.driven.load(Ordering::SeqCst) {
+            let _ = self.write_duty(self.safe_duty);
+        }
     }
 }
 
