@@ -152,15 +152,15 @@ pub(crate) fn open(config: &RpiConfig) -> Result<Board> {
     Ok(b.build())
 }
 
-/// The INA219's voltage, current and power, with the throttle flags of the `linux`
-/// backend's firmware/hwmon monitor when there is one.
+/// A meter's voltage, current and power (the INA219), with the throttle flags of
+/// the `linux` backend's firmware/hwmon monitor when there is one.
 #[derive(Debug)]
-struct RpiPower {
-    meter: Ina219PowerMonitor<PiI2c>,
+struct RpiPower<M> {
+    meter: M,
     flags: Option<Arc<dyn PowerMonitor>>,
 }
 
-impl PowerMonitor for RpiPower {
+impl<M: PowerMonitor> PowerMonitor for RpiPower<M> {
     fn voltage(&self) -> Result<Volts> {
         self.meter.voltage()
     }
@@ -178,5 +178,76 @@ impl PowerMonitor for RpiPower {
             Some(f) => f.throttle(),
             None => self.meter.throttle(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use embedded_hal_mock::eh1::i2c::{Mock, Transaction as T};
+
+    use super::*;
+    use crate::HalErrorKind;
+    use crate::drivers::ina219::{Calibration, Settings};
+    use wrale_core::units::Ohms;
+
+    /// Stands in for the linux backend's firmware monitor: only the flags matter.
+    #[derive(Debug)]
+    struct Firmware(u32);
+
+    impl PowerMonitor for Firmware {
+        fn voltage(&self) -> Result<Volts> {
+            Err(HalError::unsupported("test"))
+        }
+        fn current(&self) -> Result<Amps> {
+            Err(HalError::unsupported("test"))
+        }
+        fn power(&self) -> Result<Watts> {
+            Err(HalError::unsupported("test"))
+        }
+        fn throttle(&self) -> Result<ThrottleFlags> {
+            Ok(ThrottleFlags::from_bits(self.0))
+        }
+    }
+
+    fn meter(then: &[T]) -> (Ina219PowerMonitor<Mock>, Mock) {
+        let mut all = vec![
+            T::write(0x40, vec![0x00, 0x39, 0x9F]),
+            T::write(0x40, vec![0x05, 0x10, 0x00]),
+        ];
+        all.extend_from_slice(then);
+        let mock = Mock::new(&all);
+        let mut ina = Ina219::new(mock.clone(), 0x40).unwrap();
+        let cal = Calibration::with_current_lsb(Ohms(0.1), Amps(3.2), Amps(100e-6)).unwrap();
+        ina.init(Settings::default(), cal).unwrap();
+        (Ina219PowerMonitor::new(ina), mock)
+    }
+
+    #[test]
+    fn ina219_values_with_firmware_throttle_flags() {
+        // BUS 5.0 V = 1250 counts << 3
+        let (m, mut mock) = meter(&[T::write_read(
+            0x40,
+            vec![0x02],
+            (1250u16 << 3).to_be_bytes().to_vec(),
+        )]);
+        let p = RpiPower {
+            meter: m,
+            flags: Some(Arc::new(Firmware(0x5_0005))),
+        };
+        assert!((p.voltage().unwrap().get() - 5.0).abs() < 1e-9);
+        let flags = p.throttle().unwrap();
+        assert!(flags.under_voltage && flags.throttled && flags.under_voltage_occurred);
+        mock.done();
+    }
+
+    #[test]
+    fn without_firmware_flags_throttle_is_unsupported() {
+        let (m, mut mock) = meter(&[]);
+        let p = RpiPower {
+            meter: m,
+            flags: None,
+        };
+        assert_eq!(p.throttle().unwrap_err().kind(), HalErrorKind::Unsupported);
+        mock.done();
     }
 }
