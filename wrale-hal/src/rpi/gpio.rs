@@ -29,8 +29,8 @@ pub enum PwmLayout {
 }
 
 impl PwmLayout {
-    /// The layout of a SoC.
-    pub fn for_soc(soc: SoC) -> Self {
+    /// The layout of a SoC (crate-private: rppal types stay out of the public API).
+    pub(crate) fn for_soc(soc: SoC) -> Self {
         match soc {
             SoC::Bcm2712 => PwmLayout::Rp1,
             _ => PwmLayout::Bcm2835,

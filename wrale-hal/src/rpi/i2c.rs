@@ -77,8 +77,10 @@ impl embedded_hal::i2c::Error for PiI2cError {
     }
 }
 
-impl From<LinuxI2CError> for PiI2cError {
-    fn from(e: LinuxI2CError) -> Self {
+impl PiI2cError {
+    /// Keeps the errno of an i2cdev error (crate-private: i2cdev types stay out of
+    /// the public API).
+    fn from_linux(e: LinuxI2CError) -> Self {
         let errno = match &e {
             LinuxI2CError::Errno(n) => Some(*n),
             LinuxI2CError::Io(io) => io.raw_os_error(),
@@ -137,7 +139,7 @@ impl I2c for PiI2c {
         operations: &mut [Operation<'_>],
     ) -> std::result::Result<(), Self::Error> {
         I2c::<SevenBitAddress>::transaction(&mut self.dev, address, operations)
-            .map_err(|e| PiI2cError::from(take_inner(e)))
+            .map_err(|e| PiI2cError::from_linux(take_inner(e)))
     }
 }
 
@@ -209,11 +211,11 @@ mod tests {
         assert_eq!(errno_kind(EAGAIN), ErrorKind::ArbitrationLoss);
         assert_eq!(errno_kind(EIO), ErrorKind::Bus);
         assert_eq!(errno_kind(EBUSY), ErrorKind::Other);
-        let e = PiI2cError::from(LinuxI2CError::Io(std::io::Error::from_raw_os_error(
+        let e = PiI2cError::from_linux(LinuxI2CError::Io(std::io::Error::from_raw_os_error(
             EREMOTEIO,
         )));
         assert!(matches!(e.kind(), ErrorKind::NoAcknowledge(_)));
-        let busy = PiI2cError::from(LinuxI2CError::Errno(EBUSY));
+        let busy = PiI2cError::from_linux(LinuxI2CError::Errno(EBUSY));
         assert!(busy.address_in_use());
     }
 

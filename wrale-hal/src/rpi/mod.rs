@@ -5,9 +5,9 @@
 //! |---|---|---|
 //! | GPIO, edges, PWM | [`RppalGpio`] | rppal (`/dev/gpiomem`, GPIO character device for edges, `/sys/class/pwm`) |
 //! | I2C bus (scan) | [`RpiI2cBus`] | `/dev/i2c-N` via linux-embedded-hal |
-//! | power monitor | [`Ina219PowerMonitor`](crate::drivers::Ina219PowerMonitor), with the firmware's throttle flags from `linux` | [`RpiConfig::ina219`] |
-//! | battery | [`Max17048Battery`](crate::drivers::Max17048Battery) | [`RpiConfig::max17048`] |
-//! | ambient temperature | [`Sht3xThermal`](crate::drivers::Sht3xThermal), id `ambient` | [`RpiConfig::sht3x`] |
+//! | power monitor | [`Ina219PowerMonitor`], with the firmware's throttle flags from `linux` | [`RpiConfig::ina219`] |
+//! | battery | [`Max17048Battery`] | [`RpiConfig::max17048`] |
+//! | ambient temperature | [`Sht3xThermal`], id `ambient` | [`RpiConfig::sht3x`] |
 //! | temperatures, fan, platform, load | as the `linux` backend | [`RpiConfig::linux`] |
 //!
 //! **rppal is retired upstream** (its README, July 2025: no new boards, no fixes).
@@ -20,7 +20,8 @@
 //! Pi 1–4, where GPIO 12/18 share channel 0 and 13/19 channel 1; the Pi 5's RP1 has
 //! one channel per pin). Any other pin is refused: Wrale never fakes PWM in software.
 //!
-//! On a machine rppal cannot identify as a Raspberry Pi, [`open`] fails with
+//! On a machine rppal cannot identify as a Raspberry Pi, opening the backend
+//! ([`crate::open`] with [`BackendConfig::Rpi`](crate::BackendConfig::Rpi)) fails with
 //! [`HalError::Unsupported`] and says so.
 
 mod gpio;
@@ -144,8 +145,12 @@ pub(crate) fn open(config: &RpiConfig) -> Result<Board> {
         }
         let mut sensor = Sht3x::new(PiI2c::open(config.i2c_bus)?, StdDelay, address)?
             .with_bus_name(bus_name.clone());
-        // One reading proves the sensor is there and answers with good CRCs.
-        sensor.measure()?;
+        // One reading proves the sensor answers. A reply with a bad CRC still proves
+        // it is there: it stays on the board and its readings show as faults.
+        match sensor.measure() {
+            Ok(_) | Err(HalError::SensorFault { .. }) => {}
+            Err(e) => return Err(e),
+        }
         b = b.thermal(Arc::new(Sht3xThermal::new(sensor)));
     }
 
