@@ -1,0 +1,355 @@
+//! The seam between the sampling loop and the safety/policy engine.
+//!
+//! Every sample and every hardware event goes through a [`SafetyHook`], which
+//! answers with [`Action`]s that the sampling loop applies through the HAL at once;
+//! every command (local API, later the fleet) is checked by the same hook before it
+//! touches hardware. The hook decides; metald only applies.
+//!
+//! Until `wrale_core::policy` is wired in here, metald runs [`FailSafeHook`]: it keeps
+//! the fans at the board profile's safe duty whenever the CPU temperature cannot be
+//! trusted, raises alerts for sensor faults, tamper inputs and under-voltage, and
+//! refuses fan commands that would lower the fan below its safe duty while the CPU
+//! temperature is unknown or at the profile's warning threshold.
+
+use serde::Serialize;
+use wrale_core::Timestamp;
+use wrale_core::board::BoardProfile;
+use wrale_core::model::{Reading, Sample};
+use wrale_core::units::Percent;
+use wrale_hal::HalEvent;
+
+/// How serious an alert is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    /// For information.
+    Info,
+    /// Needs attention.
+    Warning,
+    /// Needs action now.
+    Critical,
+}
+
+/// An active alert.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Alert {
+    /// Stable id (`cpu_temperature_unreadable`, `security:case`).
+    pub id: String,
+    /// How serious.
+    pub severity: Severity,
+    /// Human-readable text.
+    pub message: String,
+    /// When it was raised.
+    pub since: Timestamp,
+}
+
+/// Something the safety engine wants done, applied by the sampling loop.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+pub enum Action {
+    /// Sets a fan's duty (`fan: None` means every fan).
+    SetFanDuty {
+        /// Fan id, or every fan.
+        fan: Option<String>,
+        /// The duty.
+        #[serde(rename = "duty_pct")]
+        duty: Percent,
+        /// Why.
+        reason: String,
+    },
+    /// Throttles the workloads that allow it.
+    ThrottleWorkloads {
+        /// Why.
+        reason: String,
+    },
+    /// Lifts a throttle.
+    ResumeWorkloads,
+    /// Raises (or refreshes) an alert.
+    RaiseAlert(Alert),
+    /// Clears an alert.
+    ClearAlert {
+        /// The alert's id.
+        id: String,
+    },
+    /// Powers the device off now: fans to safe duty, workloads stopped, then the
+    /// configured shutdown command (on `sim`, the simulated board powers off).
+    /// Deciding *when* (the hold time of a critical condition) is the engine's job.
+    EmergencyShutdown {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A command to validate and apply.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "command", rename_all = "snake_case")]
+pub enum Command {
+    /// Sets a fan's duty.
+    SetFanDuty {
+        /// Fan id.
+        fan: String,
+        /// The duty.
+        #[serde(rename = "duty_pct")]
+        duty: Percent,
+    },
+}
+
+/// The engine's answer to a command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Go ahead.
+    Allowed,
+    /// Refused: the command would break a safety rule.
+    Refused {
+        /// The rule.
+        rule: String,
+        /// Why, for a human.
+        reason: String,
+    },
+}
+
+/// What the hook gets besides the sample.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The effective board profile (thresholds, fan safe duty).
+    pub profile: &'a BoardProfile,
+    /// Now, on the board's clock.
+    pub now: Timestamp,
+}
+
+/// The safety engine as metald sees it. Implementations are pure decisions: no I/O.
+pub trait SafetyHook: Send + 'static {
+    /// Short name for logs and `/api/v1/state`.
+    fn name(&self) -> &'static str;
+
+    /// Decides on a fresh sample.
+    fn on_sample(&mut self, sample: &Sample, ctx: &Context<'_>) -> Vec<Action>;
+
+    /// Decides on a hardware event (tamper switch, GPIO edge, power change).
+    fn on_event(&mut self, event: &HalEvent, ctx: &Context<'_>) -> Vec<Action>;
+
+    /// Validates a command against the latest sample.
+    fn check_command(
+        &mut self,
+        command: &Command,
+        latest: Option<&Sample>,
+        ctx: &Context<'_>,
+    ) -> Verdict;
+
+    /// The fail-safe state of every output: applied on exit, and whenever the
+    /// engine stops answering (panics).
+    fn fail_safe(&self, ctx: &Context<'_>) -> Vec<Action> {
+        vec![Action::SetFanDuty {
+            fan: None,
+            duty: ctx.profile.fan.safe_duty_pct,
+            reason: "fail-safe".into(),
+        }]
+    }
+}
+
+/// The interim engine: fail-safe only (see the module docs).
+#[derive(Debug, Default)]
+pub struct FailSafeHook {
+    sensor_alert: bool,
+}
+
+const SENSOR_ALERT: &str = "cpu_temperature_unreadable";
+
+impl SafetyHook for FailSafeHook {
+    fn name(&self) -> &'static str {
+        "fail-safe"
+    }
+
+    fn on_sample(&mut self, sample: &Sample, ctx: &Context<'_>) -> Vec<Action> {
+        match sample.cpu_temp() {
+            Reading::Ok(_) => {
+                if std::mem::take(&mut self.sensor_alert) {
+                    vec![Action::ClearAlert {
+                        id: SENSOR_ALERT.into(),
+                    }]
+                } else {
+                    Vec::new()
+                }
+            }
+            bad => {
+                let what = match bad {
+                    Reading::Fault(kind) => format!("faulted ({kind})"),
+                    _ => "missing".into(),
+                };
+                let mut actions = self.fail_safe(ctx);
+                if let Some(Action::SetFanDuty { reason, .. }) = actions.first_mut() {
+                    *reason = format!("CPU temperature {what}");
+                }
+                if !self.sensor_alert {
+                    self.sensor_alert = true;
+                    actions.push(Action::RaiseAlert(Alert {
+                        id: SENSOR_ALERT.into(),
+                        severity: Severity::Critical,
+                        message: format!(
+                            "CPU temperature {what}: fans held at the safe duty of {:.0}",
+                            ctx.profile.fan.safe_duty_pct
+                        ),
+                        since: ctx.now,
+                    }));
+                }
+                actions
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: &HalEvent, ctx: &Context<'_>) -> Vec<Action> {
+        match event {
+            HalEvent::Security {
+                id, kind, active, ..
+            } => {
+                let alert_id = format!("security:{id}");
+                if *active {
+                    vec![Action::RaiseAlert(Alert {
+                        id: alert_id,
+                        severity: Severity::Warning,
+                        message: format!("{kind:?} input {id:?} is active"),
+                        since: ctx.now,
+                    })]
+                } else {
+                    vec![Action::ClearAlert { id: alert_id }]
+                }
+            }
+            HalEvent::UnderVoltage { active, .. } => {
+                let id = "under_voltage".to_owned();
+                if *active {
+                    vec![Action::RaiseAlert(Alert {
+                        id,
+                        severity: Severity::Warning,
+                        message: "supply under-voltage".into(),
+                        since: ctx.now,
+                    })]
+                } else {
+                    vec![Action::ClearAlert { id }]
+                }
+            }
+            _ => Vec::new(),
+        }
+    }
+
+    fn check_command(
+        &mut self,
+        command: &Command,
+        latest: Option<&Sample>,
+        ctx: &Context<'_>,
+    ) -> Verdict {
+        match command {
+            Command::SetFanDuty { duty, .. } => {
+                let safe = ctx.profile.fan.safe_duty_pct;
+                if *duty >= safe {
+                    return Verdict::Allowed;
+                }
+                match latest.map(Sample::cpu_temp) {
+                    Some(Reading::Ok(t)) if t < ctx.profile.thermal.warn_c => Verdict::Allowed,
+                    Some(Reading::Ok(t)) => Verdict::Refused {
+                        rule: "fail_safe.fan_minimum_when_hot".into(),
+                        reason: format!(
+                            "CPU is at {t:.1} (warning at {:.1}): the fan may not go below {safe:.0}",
+                            ctx.profile.thermal.warn_c
+                        ),
+                    },
+                    _ => Verdict::Refused {
+                        rule: "fail_safe.fan_minimum_without_temperature".into(),
+                        reason: format!(
+                            "the CPU temperature is unknown: the fan may not go below {safe:.0}"
+                        ),
+                    },
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wrale_core::BoardModel;
+    use wrale_core::model::{HalErrorKind, SensorKind, TemperatureReading};
+    use wrale_core::units::Celsius;
+
+    fn sample(temp: Reading<Celsius>) -> Sample {
+        Sample {
+            temperatures: vec![TemperatureReading {
+                id: "cpu".into(),
+                kind: SensorKind::Cpu,
+                value: temp,
+            }],
+            ..Sample::default()
+        }
+    }
+
+    #[test]
+    fn sensor_fault_drives_fans_to_safe_duty_and_alerts_once() {
+        let profile = BoardProfile::builtin(BoardModel::Pi4B);
+        let ctx = Context {
+            profile: &profile,
+            now: Timestamp::from_secs(1),
+        };
+        let mut hook = FailSafeHook::default();
+        assert!(
+            hook.on_sample(&sample(Reading::Ok(Celsius(50.0))), &ctx)
+                .is_empty()
+        );
+        let a = hook.on_sample(&sample(Reading::Fault(HalErrorKind::Bus)), &ctx);
+        assert!(
+            matches!(&a[0], Action::SetFanDuty { fan: None, duty, .. } if *duty == profile.fan.safe_duty_pct)
+        );
+        assert!(
+            matches!(&a[1], Action::RaiseAlert(al) if al.id == SENSOR_ALERT && al.severity == Severity::Critical)
+        );
+        let again = hook.on_sample(&sample(Reading::Missing), &ctx);
+        assert_eq!(again.len(), 1, "alert raised once: {again:?}");
+        let ok = hook.on_sample(&sample(Reading::Ok(Celsius(50.0))), &ctx);
+        assert_eq!(
+            ok,
+            vec![Action::ClearAlert {
+                id: SENSOR_ALERT.into()
+            }]
+        );
+    }
+
+    #[test]
+    fn fan_commands_below_safe_duty_need_a_cool_known_temperature() {
+        let profile = BoardProfile::builtin(BoardModel::Pi4B);
+        let ctx = Context {
+            profile: &profile,
+            now: Timestamp::EPOCH,
+        };
+        let mut hook = FailSafeHook::default();
+        let low = Command::SetFanDuty {
+            fan: "fan0".into(),
+            duty: Percent::ZERO,
+        };
+        let full = Command::SetFanDuty {
+            fan: "fan0".into(),
+            duty: Percent::FULL,
+        };
+        let cool = sample(Reading::Ok(Celsius(40.0)));
+        let hot = sample(Reading::Ok(profile.thermal.warn_c));
+        let faulty = sample(Reading::Fault(HalErrorKind::SensorFault));
+        assert_eq!(
+            hook.check_command(&low, Some(&cool), &ctx),
+            Verdict::Allowed
+        );
+        assert!(
+            matches!(hook.check_command(&low, Some(&hot), &ctx), Verdict::Refused { rule, .. } if rule.contains("hot"))
+        );
+        assert!(matches!(
+            hook.check_command(&low, Some(&faulty), &ctx),
+            Verdict::Refused { .. }
+        ));
+        assert!(matches!(
+            hook.check_command(&low, None, &ctx),
+            Verdict::Refused { .. }
+        ));
+        assert_eq!(
+            hook.check_command(&full, Some(&faulty), &ctx),
+            Verdict::Allowed
+        );
+    }
+}

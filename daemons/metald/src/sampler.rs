@@ -1,0 +1,451 @@
+//! The sampling loop: a dedicated thread that owns every write to the hardware.
+//!
+//! It samples the board at the configured interval, runs each sample and each
+//! hardware event through the [`SafetyHook`] and applies the returned actions at
+//! once, validates and applies commands (sent by the API through
+//! [`CommandSender`]), and publishes readings, events and actions to the shared
+//! state and the live stream. On stop, and whenever the hook panics, the outputs go
+//! to their fail-safe state; on stop that happens before the board is dropped.
+
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::oneshot;
+use wrale_core::board::BoardProfile;
+use wrale_core::units::Percent;
+use wrale_hal::{Board, HalEvent};
+
+use crate::error::ApiError;
+use crate::safety::{Action, Alert, Command, Context, SafetyHook, Severity, Verdict};
+use crate::state::{AppState, StreamItem};
+use crate::workloads::Workloads;
+
+/// Powers the device off for an emergency shutdown.
+pub trait PowerOff: Send + 'static {
+    /// Powers off (or starts to). Returns what went wrong, if anything.
+    fn power_off(&mut self, reason: &str) -> Result<(), String>;
+}
+
+/// Runs the configured shutdown command (`systemctl poweroff` by default).
+#[derive(Debug, Clone)]
+pub struct CommandPowerOff {
+    command: Vec<String>,
+}
+
+impl CommandPowerOff {
+    /// `command[0]` is the program, the rest its arguments.
+    pub fn new(command: Vec<String>) -> Self {
+        Self { command }
+    }
+}
+
+impl PowerOff for CommandPowerOff {
+    fn power_off(&mut self, reason: &str) -> Result<(), String> {
+        let Some((program, args)) = self.command.split_first() else {
+            return Err("no shutdown command configured".into());
+        };
+        tracing::error!(command = ?self.command, "emergency shutdown: {reason}");
+        let status = std::process::Command::new(program)
+            .args(args)
+            .status()
+            .map_err(|e| format!("cannot run {program}: {e}"))?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(format!("{program} failed: {status}"))
+        }
+    }
+}
+
+/// What an applied command did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Applied {
+    /// The command.
+    #[serde(flatten)]
+    pub command: Command,
+    /// Always `applied`.
+    pub result: &'static str,
+}
+
+enum Msg {
+    Command {
+        command: Command,
+        reply: oneshot::Sender<Result<Applied, ApiError>>,
+    },
+    Hal(HalEvent),
+    Stop,
+}
+
+/// Sends commands to the sampling loop. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct CommandSender {
+    tx: mpsc::Sender<Msg>,
+}
+
+impl std::fmt::Debug for Msg {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Msg::Command { command, .. } => f.debug_tuple("Command").field(command).finish(),
+            Msg::Hal(e) => f.debug_tuple("Hal").field(e).finish(),
+            Msg::Stop => f.write_str("Stop"),
+        }
+    }
+}
+
+impl CommandSender {
+    /// Validates `command` with the safety hook and applies it through the HAL.
+    pub async fn send(&self, command: Command) -> Result<Applied, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(Msg::Command { command, reply })
+            .map_err(|_| ApiError::unavailable("the sampling loop is not running"))?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the sampling loop stopped"))?
+    }
+}
+
+/// The running sampling loop.
+#[derive(Debug)]
+pub struct Sampler {
+    tx: mpsc::Sender<Msg>,
+    stop: Arc<AtomicBool>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Sampler {
+    /// Starts the loop and the hardware-event forwarder on their own threads.
+    pub fn start(
+        board: Board,
+        profile: BoardProfile,
+        hook: Box<dyn SafetyHook>,
+        state: AppState,
+        workloads: Workloads,
+        power_off: Box<dyn PowerOff>,
+        step: Option<Box<dyn FnMut(Duration) + Send>>,
+    ) -> std::io::Result<Sampler> {
+        let (tx, rx) = mpsc::channel();
+        let stop = Arc::new(AtomicBool::new(false));
+        let events = board.events().subscribe(256);
+        let forward_tx = tx.clone();
+        let forward_stop = stop.clone();
+        let forwarder = std::thread::Builder::new()
+            .name("metald-events".into())
+            .spawn(move || {
+                while !forward_stop.load(Ordering::Acquire) {
+                    match events.recv_timeout(Duration::from_millis(200)) {
+                        Ok(ev) => {
+                            if forward_tx.send(Msg::Hal(ev)).is_err() {
+                                break;
+                            }
+                        }
+                        Err(RecvTimeoutError::Timeout) => {}
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    }
+                }
+            })?;
+        let runtime = tokio::runtime::Handle::current();
+        state.set_sampler_alive(true);
+        let mut lp = Loop {
+            board,
+            profile,
+            hook,
+            state: state.clone(),
+            workloads,
+            power_off,
+            step,
+            runtime,
+            engine_failed: false,
+            shutting_down: false,
+        };
+        let sampler = std::thread::Builder::new()
+            .name("metald-sampler".into())
+            .spawn(move || lp.run(rx));
+        let sampler = match sampler {
+            Ok(t) => t,
+            Err(e) => {
+                state.set_sampler_alive(false);
+                stop.store(true, Ordering::Release);
+                return Err(e);
+            }
+        };
+        Ok(Sampler {
+            tx,
+            stop,
+            threads: vec![sampler, forwarder],
+        })
+    }
+
+    /// A handle to send commands.
+    pub fn commands(&self) -> CommandSender {
+        CommandSender {
+            tx: self.tx.clone(),
+        }
+    }
+
+    /// Stops the loop (outputs to fail-safe, then the board is dropped) and waits
+    /// for the threads. Blocking: call it from `spawn_blocking`.
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Release);
+        let _gone = self.tx.send(Msg::Stop);
+        for t in self.threads {
+            if t.join().is_err() {
+                tracing::error!("a sampling thread panicked");
+            }
+        }
+    }
+}
+
+struct Loop {
+    board: Board,
+    profile: BoardProfile,
+    hook: Box<dyn SafetyHook>,
+    state: AppState,
+    workloads: Workloads,
+    power_off: Box<dyn PowerOff>,
+    /// Advances a simulated board's virtual clock before each sample.
+    step: Option<Box<dyn FnMut(Duration) + Send>>,
+    runtime: tokio::runtime::Handle,
+    engine_failed: bool,
+    shutting_down: bool,
+}
+
+const ENGINE_ALERT: &str = "safety_engine_failed";
+
+impl Loop {
+    fn run(&mut self, rx: mpsc::Receiver<Msg>) {
+        tracing::info!(
+            backend = self.board.backend(),
+            engine = self.hook.name(),
+            "sampling loop started"
+        );
+        let mut next = Instant::now();
+        loop {
+            let timeout = next.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(timeout) {
+                Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
+                Ok(Msg::Command { command, reply }) => {
+                    let result = self.command(command);
+                    let _caller_gone = reply.send(result);
+                }
+                Ok(Msg::Hal(event)) => self.event(event),
+                Err(RecvTimeoutError::Timeout) => {
+                    self.tick();
+                    let interval = self.state.config().sampling.interval;
+                    next += interval;
+                    let now = Instant::now();
+                    if next < now {
+                        // Fell behind (a slow sensor): skip the missed ticks.
+                        next = now + interval;
+                    }
+                }
+            }
+        }
+        let safe = self.fail_safe_actions();
+        self.apply(safe);
+        self.state.set_sampler_alive(false);
+        tracing::info!("sampling loop stopped; outputs in their fail-safe state");
+    }
+
+    fn ctx(&self) -> Context<'_> {
+        Context {
+            profile: &self.profile,
+            now: self.board.now(),
+        }
+    }
+
+    fn tick(&mut self) {
+        if let Some(step) = &mut self.step {
+            step(self.state.config().sampling.interval);
+        }
+        let t0 = Instant::now();
+        let sample = self.board.sample();
+        let latency = t0.elapsed();
+        let ctx = Context {
+            profile: &self.profile,
+            now: sample.at,
+        };
+        let hook = &mut self.hook;
+        let decided = catch_unwind(AssertUnwindSafe(|| hook.on_sample(&sample, &ctx)));
+        let actions = self.engine_answer(decided);
+        self.state
+            .metrics()
+            .hal_events_dropped
+            .store(self.board.events().dropped(), Ordering::Relaxed);
+        self.state.publish_sample(sample, latency);
+        self.apply(actions);
+    }
+
+    fn event(&mut self, event: HalEvent) {
+        self.state.publish(StreamItem::Hal(event.clone()));
+        let ctx = Context {
+            profile: &self.profile,
+            now: event.at(),
+        };
+        let hook = &mut self.hook;
+        let decided = catch_unwind(AssertUnwindSafe(|| hook.on_event(&event, &ctx)));
+        let actions = self.engine_answer(decided);
+        self.apply(actions);
+    }
+
+    /// The hook's actions, or the fail-safe state if it panicked.
+    fn engine_answer(&mut self, decided: std::thread::Result<Vec<Action>>) -> Vec<Action> {
+        match decided {
+            Ok(actions) => {
+                if std::mem::take(&mut self.engine_failed) {
+                    self.state.clear_alert(ENGINE_ALERT);
+                }
+                actions
+            }
+            Err(_) => {
+                self.state
+                    .metrics()
+                    .engine_failures
+                    .fetch_add(1, Ordering::Relaxed);
+                tracing::error!("safety engine panicked; outputs to their fail-safe state");
+                let mut actions = self.fail_safe_actions();
+                if !self.engine_failed {
+                    self.engine_failed = true;
+                    actions.push(Action::RaiseAlert(Alert {
+                        id: ENGINE_ALERT.into(),
+                        severity: Severity::Critical,
+                        message:
+                            "the safety engine stopped answering; outputs in their fail-safe state"
+                                .into(),
+                        since: self.board.now(),
+                    }));
+                }
+                actions
+            }
+        }
+    }
+
+    /// The hook's fail-safe state; every fan at the profile's safe duty if the hook
+    /// cannot even answer that.
+    fn fail_safe_actions(&self) -> Vec<Action> {
+        let ctx = self.ctx();
+        let hook = &self.hook;
+        catch_unwind(AssertUnwindSafe(|| hook.fail_safe(&ctx))).unwrap_or_else(|_| {
+            vec![Action::SetFanDuty {
+                fan: None,
+                duty: self.profile.fan.safe_duty_pct,
+                reason: "fail-safe".into(),
+            }]
+        })
+    }
+
+    fn command(&mut self, command: Command) -> Result<Applied, ApiError> {
+        let Command::SetFanDuty { fan, duty } = &command;
+        self.board
+            .fan(fan)
+            .map_err(|e| ApiError::not_found(e.to_string()))?;
+        let latest = self.state.latest();
+        let ctx = Context {
+            profile: &self.profile,
+            now: self.board.now(),
+        };
+        let hook = &mut self.hook;
+        let verdict = catch_unwind(AssertUnwindSafe(|| {
+            hook.check_command(&command, latest.as_ref().map(|l| &*l.sample), &ctx)
+        }))
+        .map_err(|_| ApiError::unavailable("the safety engine is not answering"))?;
+        if let Verdict::Refused { rule, reason } = verdict {
+            tracing::warn!(?command, %rule, "command refused: {reason}");
+            return Err(ApiError::policy_violation(&rule, reason));
+        }
+        self.set_fan(fan, *duty)
+            .map_err(|e| ApiError::hardware(&e))?;
+        self.state.publish(StreamItem::Action(Action::SetFanDuty {
+            fan: Some(fan.clone()),
+            duty: *duty,
+            reason: "command".into(),
+        }));
+        tracing::info!(fan = %fan, duty = duty.get(), "fan duty set by command");
+        Ok(Applied {
+            command,
+            result: "applied",
+        })
+    }
+
+    fn set_fan(&self, id: &str, duty: Percent) -> wrale_hal::Result<()> {
+        self.board.fan(id)?.set_duty(duty)
+    }
+
+    fn apply(&mut self, actions: Vec<Action>) {
+        for action in actions {
+            match &action {
+                Action::SetFanDuty { fan, duty, reason } => {
+                    let ids: Vec<String> = match fan {
+                        Some(id) => vec![id.clone()],
+                        None => self
+                            .board
+                            .fans()
+                            .iter()
+                            .map(|f| f.id().to_owned())
+                            .collect(),
+                    };
+                    for id in ids {
+                        let unchanged = self
+                            .board
+                            .fan(&id)
+                            .ok()
+                            .and_then(|f| f.duty().ok())
+                            .is_some_and(|d| d == *duty);
+                        if unchanged {
+                            continue;
+                        }
+                        match self.set_fan(&id, *duty) {
+                            Ok(()) => {
+                                tracing::info!(fan = %id, duty = duty.get(), "fan duty set: {reason}")
+                            }
+                            Err(e) => {
+                                self.state
+                                    .metrics()
+                                    .action_errors
+                                    .fetch_add(1, Ordering::Relaxed);
+                                tracing::error!(fan = %id, "cannot set fan duty: {e}");
+                            }
+                        }
+                    }
+                }
+                Action::ThrottleWorkloads { reason } => {
+                    if !self.workloads.throttled() {
+                        tracing::warn!("throttling workloads: {reason}");
+                    }
+                    self.workloads.throttle(true);
+                }
+                Action::ResumeWorkloads => self.workloads.throttle(false),
+                Action::RaiseAlert(alert) => self.state.raise_alert(alert.clone()),
+                Action::ClearAlert { id } => self.state.clear_alert(id),
+                Action::EmergencyShutdown { reason } => self.emergency_shutdown(reason),
+            }
+            if !matches!(action, Action::RaiseAlert(_) | Action::ClearAlert { .. }) {
+                self.state.publish(StreamItem::Action(action));
+            }
+        }
+    }
+
+    fn emergency_shutdown(&mut self, reason: &str) {
+        if std::mem::replace(&mut self.shutting_down, true) {
+            return;
+        }
+        tracing::error!("EMERGENCY SHUTDOWN: {reason}");
+        let safe = self.fail_safe_actions();
+        self.apply(safe);
+        let workloads = self.workloads.clone();
+        self.runtime.block_on(workloads.stop_all());
+        if let Err(e) = self.power_off.power_off(reason) {
+            tracing::error!("emergency shutdown failed: {e}");
+            self.state.raise_alert(Alert {
+                id: "emergency_shutdown_failed".into(),
+                severity: Severity::Critical,
+                message: format!("emergency shutdown failed: {e}"),
+                since: self.board.now(),
+            });
+        }
+    }
+}

@@ -1,0 +1,10 @@
+//! metald integration tests: the real server on 127.0.0.1:0 with the `sim` backend,
+//! driven over HTTP and WebSocket; real child processes for workloads; and the
+//! real binary for signals, systemd notification and the command line.
+
+mod api;
+mod binary;
+mod reload;
+mod stream;
+mod support;
+mod workloads;
