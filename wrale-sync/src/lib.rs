@@ -2,5 +2,54 @@
 //!
 //! Device twins on automerge, sync sessions, transports and stores.
 //!
-//! This crate is an empty placeholder in the workspace foundation; the twin, the
-//! sync session, transports and stores are filled in by the wrale-sync issue (#4).
+//! A **twin** ([`Twin`]) is one automerge document per device with three sections of
+//! flat fields: `meta` (identity, model, labels, location, group), `desired` (the
+//! config the fleet, users and local operators want: [`DesiredConfig`]) and
+//! `reported` (what the device says: [`Reported`]). Every change records its author
+//! ([`Author`]) and time; concurrent writes of one field are resolved by the
+//! field's [`FieldPolicy`] the same way on every peer. History is bounded by epoch
+//! compaction ([`Twin::compact`], [`Twin::adopt_epoch`]).
+//!
+//! The sync protocol is sans-I/O ([`SyncSession`]): it turns a twin and a peer's
+//! saved sync state into frames ([`Envelope`]) and back, and any [`Transport`]
+//! moves the frames. Twins, sync states and archived epochs live in a [`Store`]
+//! ([`MemoryStore`], [`SqliteStore`]). Live telemetry does not go into the twin; it
+//! takes the [`telemetry`] path.
+//!
+//! See `docs/sync.md` for the schema, the merge rules per field and the size budget.
+
+mod author;
+mod config;
+mod envelope;
+mod epoch;
+mod error;
+mod reported;
+mod schema;
+mod session;
+pub mod store;
+pub mod telemetry;
+pub mod transport;
+mod twin;
+
+pub use author::{Author, AuthorKind};
+pub use config::{
+    BoardFloorValidator, ConfigValidator, CurvePoint, DesiredConfig, PartialConfig, Rejection,
+    effective_config,
+};
+pub use envelope::{Envelope, EnvelopeError, FrameKind};
+pub use epoch::{Adoption, Compaction, KEPT_CLOCKS};
+pub use error::{Error, Result};
+pub use reported::{ConfigStatus, Health, ReportPolicy, Reported, ReportedUpdate};
+pub use schema::{
+    Candidate, Conflict, FieldPath, FieldPolicy, FieldValue, SCHEMA_VERSION, Section, policy_for,
+    resolve,
+};
+pub use session::{Received, SessionStats, SyncSession};
+pub use store::{MemoryStore, Store, StoredTwin};
+#[cfg(feature = "sqlite")]
+pub use store::sqlite::SqliteStore;
+pub use transport::Transport;
+pub use twin::{ConfigVerdict, Twin, Version};
+
+/// The automerge change hash: a twin version is a set of these (the heads).
+pub use automerge::ChangeHash;

@@ -1,0 +1,251 @@
+//! The wire envelope around every sync frame.
+//!
+//! ```text
+//! byte 0      'W' (0x57)           magic
+//! byte 1      version (1)
+//! byte 2      kind: 1 sync message, 2 epoch snapshot, 3 epoch request
+//! LEB128      epoch of the sender's document
+//! u8 + bytes  document id (1-64 bytes of a-z 0-9 - . : _)
+//! rest        payload (an automerge sync message, a saved document, or empty)
+//! ```
+//!
+//! Decoding checks every field and names the first problem; a frame that fails
+//! never reaches a document.
+
+use std::fmt;
+
+/// Magic first byte.
+pub const MAGIC: u8 = b'W';
+/// Envelope version written by this crate.
+pub const VERSION: u8 = 1;
+/// Largest frame accepted (a saved twin of a fresh epoch is a few kilobytes).
+pub const MAX_FRAME: usize = 16 * 1024 * 1024;
+
+/// What a frame carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum FrameKind {
+    /// An automerge sync message for the document at `epoch`.
+    Sync,
+    /// A whole saved document of epoch `epoch`, sent to a peer on an older epoch.
+    EpochSnapshot,
+    /// "I am on epoch `epoch` and saw a newer one: send me the snapshot."
+    EpochRequest,
+}
+
+impl FrameKind {
+    fn byte(self) -> u8 {
+        match self {
+            FrameKind::Sync => 1,
+            FrameKind::EpochSnapshot => 2,
+            FrameKind::EpochRequest => 3,
+        }
+    }
+}
+
+/// Why a frame was rejected.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum EnvelopeError {
+    /// Fewer bytes than the fixed header.
+    #[error("frame too short ({0} bytes)")]
+    TooShort(usize),
+    /// First byte is not the magic.
+    #[error("bad magic byte 0x{0:02x} (expected 0x57 'W')")]
+    BadMagic(u8),
+    /// Unknown envelope version.
+    #[error("unsupported envelope version {0} (this peer speaks 1)")]
+    UnsupportedVersion(u8),
+    /// Unknown frame kind.
+    #[error("unknown frame kind {0}")]
+    UnknownKind(u8),
+    /// The epoch varint is cut off or longer than 64 bits.
+    #[error("bad epoch varint")]
+    BadEpoch,
+    /// The document id is cut off, empty, too long or has bad characters.
+    #[error("bad document id: {0}")]
+    BadDocId(String),
+    /// The frame exceeds [`MAX_FRAME`].
+    #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
+    TooLarge(usize),
+}
+
+/// A decoded frame.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Envelope {
+    /// What it carries.
+    pub kind: FrameKind,
+    /// The sender's epoch.
+    pub epoch: u64,
+    /// The document (twin) id.
+    pub doc: String,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+impl fmt::Debug for Envelope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Envelope")
+            .field("kind", &self.kind)
+            .field("epoch", &self.epoch)
+            .field("doc", &self.doc)
+            .field("payload_len", &self.payload.len())
+            .finish()
+    }
+}
+
+fn valid_doc_id(id: &[u8]) -> Result<&str, EnvelopeError> {
+    if id.is_empty() || id.len() > 64 {
+        return Err(EnvelopeError::BadDocId(format!("length {}", id.len())));
+    }
+    if let Some(b) = id.iter().find(|b| {
+        !(b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'.' | b':' | b'_'))
+    }) {
+        return Err(EnvelopeError::BadDocId(format!("byte 0x{b:02x}")));
+    }
+    std::str::from_utf8(id).map_err(|e| EnvelopeError::BadDocId(e.to_string()))
+}
+
+pub(crate) fn write_varint(out: &mut Vec<u8>, mut v: u64) {
+    loop {
+        let b = (v & 0x7f) as u8;
+        v >>= 7;
+        if v == 0 {
+            out.push(b);
+            return;
+        }
+        out.push(b | 0x80);
+    }
+}
+
+/// Reads a LEB128 u64 at `*pos`; `None` when cut off or over 64 bits.
+pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    let mut v: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let b = *buf.get(*pos)?;
+        *pos += 1;
+        let part = u64::from(b & 0x7f);
+        if shift == 63 && part > 1 {
+            return None;
+        }
+        v |= part << shift;
+        if b & 0x80 == 0 {
+            return Some(v);
+        }
+    }
+    None
+}
+
+impl Envelope {
+    /// A frame.
+    pub fn new(kind: FrameKind, doc: impl Into<String>, epoch: u64, payload: Vec<u8>) -> Self {
+        Self {
+            kind,
+            epoch,
+            doc: doc.into(),
+            payload,
+        }
+    }
+
+    /// Encodes the frame.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.payload.len() + self.doc.len() + 16);
+        out.extend_from_slice(&[MAGIC, VERSION, self.kind.byte()]);
+        write_varint(&mut out, self.epoch);
+        out.push(self.doc.len().min(255) as u8);
+        out.extend_from_slice(&self.doc.as_bytes()[..self.doc.len().min(255)]);
+        out.extend_from_slice(&self.payload);
+        out
+    }
+
+    /// Decodes and checks a frame.
+    pub fn decode(bytes: &[u8]) -> Result<Envelope, EnvelopeError> {
+        if bytes.len() > MAX_FRAME {
+            return Err(EnvelopeError::TooLarge(bytes.len()));
+        }
+        if bytes.len() < 5 {
+            return Err(EnvelopeError::TooShort(bytes.len()));
+        }
+        if bytes[0] != MAGIC {
+            return Err(EnvelopeError::BadMagic(bytes[0]));
+        }
+        if bytes[1] != VERSION {
+            return Err(EnvelopeError::UnsupportedVersion(bytes[1]));
+        }
+        let kind = match bytes[2] {
+            1 => FrameKind::Sync,
+            2 => FrameKind::EpochSnapshot,
+            3 => FrameKind::EpochRequest,
+            k => return Err(EnvelopeError::UnknownKind(k)),
+        };
+        let mut pos = 3;
+        let epoch = read_varint(bytes, &mut pos).ok_or(EnvelopeError::BadEpoch)?;
+        let len = *bytes
+            .get(pos)
+            .ok_or_else(|| EnvelopeError::BadDocId("missing".into()))? as usize;
+        pos += 1;
+        let id = bytes
+            .get(pos..pos + len)
+            .ok_or_else(|| EnvelopeError::BadDocId("cut off".into()))?;
+        let doc = valid_doc_id(id)?.to_owned();
+        pos += len;
+        Ok(Envelope {
+            kind,
+            epoch,
+            doc,
+            payload: bytes[pos..].to_vec(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trip_and_size() {
+        let e = Envelope::new(FrameKind::Sync, "pi-01", 300, vec![1, 2, 3]);
+        let b = e.encode();
+        assert_eq!(b.len(), 3 + 2 + 1 + 5 + 3);
+        assert_eq!(Envelope::decode(&b).unwrap(), e);
+    }
+
+    #[test]
+    fn errors_name_the_problem() {
+        let good = Envelope::new(FrameKind::EpochRequest, "pi-01", 2, vec![]).encode();
+        let mut b = good.clone();
+        b[0] = b'X';
+        assert_eq!(Envelope::decode(&b), Err(EnvelopeError::BadMagic(b'X')));
+        let mut b = good.clone();
+        b[1] = 9;
+        assert!(Envelope::decode(&b).unwrap_err().to_string().contains("version 9"));
+        let mut b = good.clone();
+        b[2] = 7;
+        assert_eq!(Envelope::decode(&b), Err(EnvelopeError::UnknownKind(7)));
+        assert!(matches!(
+            Envelope::decode(&good[..6]),
+            Err(EnvelopeError::BadDocId(_))
+        ));
+        let bad_id = Envelope::new(FrameKind::Sync, "Pi 01", 0, vec![]).encode();
+        assert!(matches!(
+            Envelope::decode(&bad_id),
+            Err(EnvelopeError::BadDocId(_))
+        ));
+        assert_eq!(
+            Envelope::decode(&[b'W', 1, 1, 0xff, 0xff]),
+            Err(EnvelopeError::BadEpoch)
+        );
+    }
+
+    #[test]
+    fn varint_edges() {
+        for v in [0, 1, 127, 128, 300, u64::MAX] {
+            let mut b = Vec::new();
+            write_varint(&mut b, v);
+            let mut p = 0;
+            assert_eq!(read_varint(&b, &mut p), Some(v));
+            assert_eq!(p, b.len());
+        }
+        let mut p = 0;
+        assert_eq!(read_varint(&[0xff; 11], &mut p), None);
+    }
+}
