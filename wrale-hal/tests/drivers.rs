@@ -545,6 +545,40 @@ fn sht3x_nack_on_read_is_a_bus_error() {
 }
 
 #[test]
+fn every_i2c_error_kind_becomes_a_bus_error_with_its_meaning() {
+    let cases = [
+        (NACK, "no acknowledge to its address"),
+        (
+            ErrorKind::NoAcknowledge(NoAcknowledgeSource::Data),
+            "no acknowledge to a data byte",
+        ),
+        (
+            ErrorKind::NoAcknowledge(NoAcknowledgeSource::Unknown),
+            "no acknowledge",
+        ),
+        (ErrorKind::Bus, "bus error"),
+        (ErrorKind::ArbitrationLoss, "arbitration lost"),
+        (ErrorKind::Overrun, "overrun"),
+        (ErrorKind::Other, "I2C transfer failed"),
+    ];
+    for (kind, words) in cases {
+        let mut i2c = Mock::new(&[T::write(SHT, vec![0x30, 0x6D]).with_error(kind)]);
+        let mut s = Sht3x::new(i2c.clone(), NoopDelay::new(), SHT)
+            .unwrap()
+            .with_bus_name("i2c-3");
+        let e = s.set_heater(true).unwrap_err();
+        assert_eq!(e.kind(), HalErrorKind::Bus, "{kind:?}");
+        let HalError::Bus { bus, detail } = &e else {
+            panic!("{kind:?}: expected HalError::Bus, got {e:?}");
+        };
+        assert_eq!(bus, "i2c-3@0x44");
+        assert!(detail.contains(words), "{kind:?}: {detail}");
+        assert!(detail.contains("SHT3x at 0x44"), "{kind:?}: {detail}");
+        i2c.done();
+    }
+}
+
+#[test]
 fn sht3x_soft_reset_heater_and_status() {
     let mut i2c = Mock::new(&[
         T::write(0x45, vec![0x30, 0xA2]),
