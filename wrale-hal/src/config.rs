@@ -36,7 +36,9 @@ pub struct LinuxConfig {
     pub root: PathBuf,
     /// Board model; detected from `proc/device-tree/model` when absent.
     pub model: Option<BoardModel>,
-    /// GPIO character device (`/dev/gpiochip0`); `None` disables GPIO.
+    /// GPIO character device (`/dev/gpiochip0`); `None` disables GPIO. A relative
+    /// path is taken under `root`; a device that does not exist makes opening fail
+    /// with `NotFound`.
     pub gpio_chip: Option<PathBuf>,
 }
 

@@ -328,6 +328,32 @@ mod tests {
         );
     }
 
+    proptest::proptest! {
+        #[test]
+        fn parsers_never_panic_nor_invent(text in "\\PC{0,64}", lines in proptest::collection::vec(proptest::prop_oneof![
+            "[a-z0-9 ]{0,40}",
+            " *[0-9]{1,3} +[0-9]{1,3} (mmcblk[0-9]|mmcblk0p[0-9]|sd[a-c]|nvme0n1|loop0)( [0-9x]{1,6}){5,12}",
+        ], 0..6)) {
+            let (a, b) = parse_life_time(&text);
+            for v in [a, b].into_iter().flatten() {
+                proptest::prop_assert!((1..=0x0B).contains(&v));
+            }
+            let _ = parse_pre_eol(&text);
+            let _ = parse_proc_stat("s", &text);
+            let joined = lines.join("\n");
+            for d in parse_diskstats(&joined) {
+                proptest::prop_assert!(is_whole_disk(&d.name));
+                // The figure is column 10 of one of the disk's own lines, verbatim.
+                let from_a_line = joined.lines().any(|l| {
+                    let cols: Vec<&str> = l.split_whitespace().collect();
+                    cols.get(2) == Some(&d.name.as_str())
+                        && cols.get(9).and_then(|c| c.parse::<u64>().ok()) == Some(d.sectors_written)
+                });
+                proptest::prop_assert!(from_a_line);
+            }
+        }
+    }
+
     #[test]
     fn emmc_attributes() {
         assert_eq!(parse_life_time("0x01 0x02\n"), (Some(1), Some(2)));
