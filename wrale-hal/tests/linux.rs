@@ -16,7 +16,7 @@ use wrale_core::model::{
     HalErrorKind, PreEol, Reading, SensorKind, StorageKind, StorageWear, ThrottleFlags,
 };
 use wrale_core::units::{Amps, Celsius, MegaHertz, Percent, Rpm, Volts, Watts};
-use wrale_hal::{BackendConfig, Board, LinuxConfig};
+use wrale_hal::{BackendConfig, Board, HalEvent, LinuxConfig};
 
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -239,7 +239,8 @@ fn cm4_emmc_wear_and_ina219_power() {
         Some(Percent::saturating(20.0))
     );
 
-    // The alarm going up is seen on the next sample.
+    // The alarm going up is seen on the next sample, and published once.
+    let events = board.events().subscribe(8);
     write(dir.path(), "sys/class/hwmon/hwmon0/in0_lcrit_alarm", "1\n");
     let flags = board.sample().throttle.ok().unwrap();
     assert!(flags.under_voltage_occurred);
@@ -247,6 +248,17 @@ fn cm4_emmc_wear_and_ina219_power() {
         !flags.under_voltage,
         "`now` bits come from get_throttled only"
     );
+    board.sample();
+    write(dir.path(), "sys/class/hwmon/hwmon0/in0_lcrit_alarm", "0\n");
+    board.sample();
+    let seen: Vec<bool> = events
+        .try_iter()
+        .map(|e| match e {
+            HalEvent::UnderVoltage { active, .. } => active,
+            other => panic!("unexpected event {other:?}"),
+        })
+        .collect();
+    assert_eq!(seen, [true, false]);
 }
 
 #[test]

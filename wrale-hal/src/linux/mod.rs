@@ -84,7 +84,8 @@ pub(crate) fn board_builder(c: &LinuxConfig) -> Result<BoardBuilder> {
 /// A [`BoardBuilder`] with everything the linux backend found under `c.root`:
 /// thermal sensors, `pwmfan` fans, the power monitor (if any source exists), the
 /// platform figures, the GPIO controller (unless `c.gpio_chip` is `None`), the load
-/// generator and the wall clock. GPIO edge events go to `events`, which is also set
+/// generator and the wall clock. GPIO edge events and under-voltage changes (seen
+/// when the flags are read) go to `events`, which is also set
 /// as the board's hub, so a backend layered on top (`rpi`) can hand the same hub to
 /// its own parts.
 ///
@@ -105,6 +106,8 @@ pub(crate) fn board_builder_with_events(c: &LinuxConfig, events: EventHub) -> Re
         None => None,
     };
 
+    let power = SysfsPower::discover(&c.root, &hwmon, events.clone(), Arc::clone(&clock));
+
     let safe_duty = profile.fan.safe_duty_pct;
     let mut b = Board::builder(profile, "linux")
         .clock(clock)
@@ -117,7 +120,7 @@ pub(crate) fn board_builder_with_events(c: &LinuxConfig, events: EventHub) -> Re
     for f in fan::discover(&hwmon, safe_duty) {
         b = b.fan(Arc::new(f));
     }
-    if let Some(p) = SysfsPower::discover(&c.root, &hwmon) {
+    if let Some(p) = power {
         b = b.power(Arc::new(p));
     }
     if let Some(g) = gpio {

@@ -9,12 +9,15 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use wrale_core::model::ThrottleFlags;
 use wrale_core::units::{Amps, Volts, Watts};
 
 use super::sysfs::{self, HwmonDevice};
+use crate::board::Clock;
 use crate::error::{HalError, Result};
+use crate::events::{EventHub, HalEvent};
 use crate::power::PowerMonitor;
 
 /// Where Raspberry Pi kernels have put the firmware's `get_throttled` attribute.
@@ -103,6 +106,11 @@ pub struct SysfsPower {
     /// Directory of an INA2xx hwmon device (`in1_input` mV, `curr1_input` mA,
     /// `power1_input` µW).
     ina: Option<PathBuf>,
+    /// Where under-voltage changes seen by [`PowerMonitor::throttle`] are published.
+    events: EventHub,
+    clock: Arc<dyn Clock>,
+    /// Under-voltage as last read (`None` before the first good read).
+    last_under_voltage: Mutex<Option<bool>>,
 }
 
 /// Whether an hwmon name belongs to the kernel's ina2xx driver family (ina209,
@@ -116,7 +124,14 @@ fn is_ina2xx(name: &str) -> bool {
 impl SysfsPower {
     /// Finds the sources under `root`. Returns `None` when there is none at all
     /// (then the board has no power monitor and the sample shows Missing).
-    pub(crate) fn discover(root: &Path, hwmon: &[HwmonDevice]) -> Option<Self> {
+    /// Under-voltage changes observed while reading the flags are published on
+    /// `events` as [`HalEvent::UnderVoltage`], stamped by `clock`.
+    pub(crate) fn discover(
+        root: &Path,
+        hwmon: &[HwmonDevice],
+        events: EventHub,
+        clock: Arc<dyn Clock>,
+    ) -> Option<Self> {
         let undervoltage_alarm = hwmon
             .iter()
             .find(|d| d.name == "rpi_volt")
@@ -133,6 +148,9 @@ impl SysfsPower {
             undervoltage_alarm,
             throttle_word,
             ina,
+            events,
+            clock,
+            last_under_voltage: Mutex::new(None),
         })
     }
 
@@ -190,7 +208,32 @@ impl PowerMonitor for SysfsPower {
         if let Some(a) = alarm {
             flags.under_voltage_occurred |= a;
         }
+        self.note_under_voltage(flags.under_voltage || alarm.unwrap_or(false));
         Ok(flags)
+    }
+}
+
+impl SysfsPower {
+    /// Publishes [`HalEvent::UnderVoltage`] when the state differs from the last
+    /// read (the first read publishes only an under-voltage). Detection is at the
+    /// sampling rate: metald samples at 1 Hz, the driver latches for 2 s.
+    fn note_under_voltage(&self, active: bool) {
+        let mut last = self
+            .last_under_voltage
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let changed = match *last {
+            None => active,
+            Some(prev) => prev != active,
+        };
+        *last = Some(active);
+        drop(last);
+        if changed {
+            self.events.publish(HalEvent::UnderVoltage {
+                at: self.clock.now(),
+                active,
+            });
+        }
     }
 }
 
