@@ -120,6 +120,24 @@ impl Drop for Claim {
     }
 }
 
+/// Enters `pin` (of a chip with `lines` lines, at `path`) in `set`: a pin already
+/// there is [`HalError::PinUsed`], a pin past the chip's end an invalid argument.
+fn reserve_in(set: &ClaimSet, pin: u8, lines: u32, path: &Path) -> Result<Claim> {
+    if u32::from(pin) >= lines {
+        return Err(HalError::InvalidArgument(format!(
+            "GPIO {pin}: {} has lines 0..{lines}",
+            path.display()
+        )));
+    }
+    if !lock_set(set).insert(pin) {
+        return Err(HalError::PinUsed { pin });
+    }
+    Ok(Claim {
+        pin,
+        set: Arc::clone(set),
+    })
+}
+
 /// A GPIO controller on a Linux GPIO character device.
 pub struct CdevGpio {
     path: PathBuf,
@@ -172,20 +190,7 @@ impl CdevGpio {
 
     /// Enters `pin` in the claim set (without touching the line).
     fn reserve_pin(&self, pin: u8) -> Result<Claim> {
-        if u32::from(pin) >= self.lines {
-            return Err(HalError::InvalidArgument(format!(
-                "GPIO {pin}: {} has lines 0..{}",
-                self.path.display(),
-                self.lines
-            )));
-        }
-        if !lock_set(&self.claimed).insert(pin) {
-            return Err(HalError::PinUsed { pin });
-        }
-        Ok(Claim {
-            pin,
-            set: Arc::clone(&self.claimed),
-        })
+        reserve_in(&self.claimed, pin, self.lines, &self.path)
     }
 
     fn reserve(&self, pin: u8) -> Result<(Claim, Line)> {
@@ -568,6 +573,22 @@ impl Drop for CdevOutput {
 mod tests {
     use super::*;
     use crate::{HalErrorKind, SystemClock};
+
+    #[test]
+    fn claims_are_exclusive_until_dropped() {
+        let set: ClaimSet = Arc::default();
+        let chip = Path::new("/dev/gpiochip0");
+        let a = reserve_in(&set, 17, 54, chip).unwrap();
+        let _b = reserve_in(&set, 4, 54, chip).unwrap();
+        let e = reserve_in(&set, 17, 54, chip).unwrap_err();
+        assert!(matches!(e, HalError::PinUsed { pin: 17 }), "{e}");
+        assert_eq!(e.kind(), HalErrorKind::Busy);
+        assert_eq!(lock_set(&set).iter().copied().collect::<Vec<_>>(), [4, 17]);
+        drop(a);
+        let _a2 = reserve_in(&set, 17, 54, chip).unwrap();
+        let e = reserve_in(&set, 54, 54, chip).unwrap_err();
+        assert_eq!(e.kind(), HalErrorKind::InvalidArgument);
+    }
 
     #[test]
     fn debounce_ignores_close_transitions() {
