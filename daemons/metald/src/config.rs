@@ -417,7 +417,10 @@ impl Loader {
             .into_iter()
             .filter(|(k, _)| k.starts_with(ENV_PREFIX))
             .collect();
-        self.env.sort();
+        // The backend first: choosing it drops the file's keys of another backend,
+        // which must not drop the environment's own `WRALE_HAL__*` keys.
+        self.env
+            .sort_by_key(|(k, _)| (k != "WRALE_HAL__BACKEND", k.clone()));
         self
     }
 

@@ -13,14 +13,14 @@ use wrale_hal::Board;
 use crate::config::{Config, ConfigError, Loader};
 use crate::http::{self, ApiState, ReloadRequest};
 use crate::notify::{Notifier, heartbeat_fresh};
-use crate::safety::{Alert, FailSafeHook, SafetyHook, Severity};
+use crate::safety::{Alert, PolicyHook, SafetyHook, Severity};
 use crate::sampler::{CommandPowerOff, PowerOff, Sampler};
 use crate::signals::Signals;
 use crate::state::{AppState, DeviceSummary};
 use crate::workloads::Workloads;
 
 /// Runs the daemon with `config` until `signals` says stop: the HAL backend named
-/// by the config, the fail-safe safety hook, the shutdown command; reload requests
+/// by the config, the board's built-in safety policy, the shutdown command; reload requests
 /// re-validate the same config (use [`Daemon::reload_from`] to re-read a file).
 pub async fn run(config: Config, listener: TcpListener, signals: Signals) -> anyhow::Result<()> {
     Daemon::new(config).run(listener, signals).await
@@ -72,7 +72,7 @@ impl Daemon {
         self
     }
 
-    /// Uses this safety hook instead of [`FailSafeHook`].
+    /// Uses this safety hook instead of [`PolicyHook`] with the board's policy.
     pub fn safety_hook(mut self, hook: Box<dyn SafetyHook>) -> Self {
         self.hook = Some(hook);
         self
@@ -124,7 +124,7 @@ impl Daemon {
             Ok(None) => board.profile().clone(),
             Err(e) => anyhow::bail!("board.profile: {e}"),
         };
-        let hook = hook.unwrap_or_else(|| Box::new(FailSafeHook::default()));
+        let hook = hook.unwrap_or_else(|| Box::new(PolicyHook::for_board(&profile)));
         let device = DeviceSummary {
             id: config.device.id.clone().unwrap_or_else(host_device_id),
             model: profile.model,

@@ -5,16 +5,16 @@
 //! every command (local API, later the fleet) is checked by the same hook before it
 //! touches hardware. The hook decides; metald only applies.
 //!
-//! Until `wrale_core::policy` is wired in here, metald runs [`FailSafeHook`]: it keeps
-//! the fans at the board profile's safe duty whenever the CPU temperature cannot be
-//! trusted, raises alerts for sensor faults, tamper inputs and under-voltage, and
-//! refuses fan commands that would lower the fan below its safe duty while the CPU
-//! temperature is unknown or at the profile's warning threshold.
+//! metald runs [`PolicyHook`], the policy engine of `wrale-core`
+//! ([`PolicySet::evaluate`] and [`PolicySet::admit`]) with the board profile's
+//! built-in policy. [`FailSafeHook`] is a minimal stand-alone hook (fans to the safe
+//! duty while the CPU temperature cannot be trusted) for tests and embedding.
 
 use serde::Serialize;
 use wrale_core::Timestamp;
 use wrale_core::board::BoardProfile;
-use wrale_core::model::{Reading, Sample};
+use wrale_core::model::{Actor, PowerSourceKind, Reading, Sample};
+use wrale_core::policy::{self, AlertChange, PolicySet, SafetyState};
 use wrale_core::units::Percent;
 use wrale_hal::HalEvent;
 
@@ -71,6 +71,15 @@ pub enum Action {
         /// The alert's id.
         id: String,
     },
+    /// Switches the power source.
+    SelectPowerSource {
+        /// The source.
+        source: PowerSourceKind,
+    },
+    /// Drive no GPIO output until unlocked (GPIO commands are refused meanwhile).
+    LockGpioOutputs,
+    /// Lifts the GPIO lock.
+    UnlockGpioOutputs,
     /// Powers the device off now: fans to safe duty, workloads stopped, then the
     /// configured shutdown command (on `sim`, the simulated board powers off).
     /// Deciding *when* (the hold time of a critical condition) is the engine's job.
@@ -129,10 +138,13 @@ pub trait SafetyHook: Send + 'static {
     /// Decides on a hardware event (tamper switch, GPIO edge, power change).
     fn on_event(&mut self, event: &HalEvent, ctx: &Context<'_>) -> Vec<Action>;
 
-    /// Validates a command against the latest sample.
+    /// Validates a command from `actor` (the API token's name) against the latest
+    /// sample. An allowed command is applied at once by the caller, so the hook may
+    /// record it (a fan override the next evaluation follows).
     fn check_command(
         &mut self,
         command: &Command,
+        actor: &str,
         latest: Option<&Sample>,
         ctx: &Context<'_>,
     ) -> Verdict;
@@ -235,6 +247,7 @@ impl SafetyHook for FailSafeHook {
     fn check_command(
         &mut self,
         command: &Command,
+        _actor: &str,
         latest: Option<&Sample>,
         ctx: &Context<'_>,
     ) -> Verdict {
@@ -262,6 +275,130 @@ impl SafetyHook for FailSafeHook {
                 }
             }
         }
+    }
+}
+
+/// The policy engine of `wrale-core` as metald's safety hook.
+#[derive(Debug)]
+pub struct PolicyHook {
+    policy: PolicySet,
+    state: SafetyState,
+}
+
+impl PolicyHook {
+    /// The built-in policy of a board (its profile's thresholds and fan curve).
+    pub fn for_board(profile: &BoardProfile) -> Self {
+        Self::new(PolicySet::for_board(profile))
+    }
+
+    /// A hook for an assembled policy set.
+    pub fn new(policy: PolicySet) -> Self {
+        let state = SafetyState::new(&policy);
+        Self { policy, state }
+    }
+
+    /// The engine's state (thermal level, fan target, throttle, latches).
+    pub fn state(&self) -> &SafetyState {
+        &self.state
+    }
+
+    fn convert(decision: policy::Decision) -> Vec<Action> {
+        let mut out = Vec::with_capacity(decision.actions.len() + decision.alerts.len());
+        for a in decision.actions {
+            out.push(match a {
+                policy::Action::SetFanDuty { fan, duty } => Action::SetFanDuty {
+                    fan: Some(fan),
+                    duty,
+                    reason: "policy".into(),
+                },
+                policy::Action::ThrottleWorkloads { reason } => {
+                    Action::ThrottleWorkloads { reason }
+                }
+                policy::Action::ResumeWorkloads => Action::ResumeWorkloads,
+                policy::Action::SelectPowerSource { source } => {
+                    Action::SelectPowerSource { source }
+                }
+                policy::Action::EmergencyShutdown { reason } => {
+                    Action::EmergencyShutdown { reason }
+                }
+                policy::Action::LockGpioOutputs => Action::LockGpioOutputs,
+                policy::Action::UnlockGpioOutputs => Action::UnlockGpioOutputs,
+            });
+        }
+        for change in decision.alerts {
+            out.push(match change {
+                AlertChange::Raised(a) => Action::RaiseAlert(Alert {
+                    id: a.code.as_str().to_owned(),
+                    severity: match a.severity {
+                        wrale_core::model::Severity::Info => Severity::Info,
+                        wrale_core::model::Severity::Warning => Severity::Warning,
+                        wrale_core::model::Severity::Critical => Severity::Critical,
+                    },
+                    message: a.message,
+                    since: a.since,
+                }),
+                AlertChange::Cleared(a) => Action::ClearAlert {
+                    id: a.code.as_str().to_owned(),
+                },
+            });
+        }
+        out
+    }
+}
+
+impl SafetyHook for PolicyHook {
+    fn name(&self) -> &'static str {
+        "policy"
+    }
+
+    fn on_sample(&mut self, sample: &Sample, ctx: &Context<'_>) -> Vec<Action> {
+        Self::convert(self.policy.evaluate(&mut self.state, sample, ctx.now))
+    }
+
+    /// The engine reads security inputs and power from samples; the sampling loop
+    /// takes a sample at once after such an event, so nothing to do here.
+    fn on_event(&mut self, _event: &HalEvent, _ctx: &Context<'_>) -> Vec<Action> {
+        Vec::new()
+    }
+
+    fn check_command(
+        &mut self,
+        command: &Command,
+        actor: &str,
+        _latest: Option<&Sample>,
+        ctx: &Context<'_>,
+    ) -> Verdict {
+        let core = match command {
+            Command::SetFanDuty { fan, duty } => wrale_core::model::Command::SetFanDuty {
+                fan: fan.clone(),
+                duty: *duty,
+            },
+        };
+        let req = wrale_core::model::CommandRequest::new(
+            Actor::LocalOperator(actor.to_owned()),
+            "local API",
+            core,
+        );
+        match self.policy.admit(&mut self.state, &req, ctx.now) {
+            policy::Verdict::Allowed => Verdict::Allowed,
+            policy::Verdict::Refused { rule, reason } => Verdict::Refused {
+                rule: rule.to_string(),
+                reason,
+            },
+        }
+    }
+
+    fn fail_safe(&self, ctx: &Context<'_>) -> Vec<Action> {
+        vec![Action::SetFanDuty {
+            fan: None,
+            duty: self
+                .policy
+                .limits()
+                .fan
+                .safe_duty
+                .max(ctx.profile.fan.safe_duty_pct),
+            reason: "fail-safe".into(),
+        }]
     }
 }
 
@@ -333,22 +470,67 @@ mod tests {
         let hot = sample(Reading::Ok(profile.thermal.warn_c));
         let faulty = sample(Reading::Fault(HalErrorKind::SensorFault));
         assert_eq!(
-            hook.check_command(&low, Some(&cool), &ctx),
+            hook.check_command(&low, "t", Some(&cool), &ctx),
             Verdict::Allowed
         );
         assert!(
-            matches!(hook.check_command(&low, Some(&hot), &ctx), Verdict::Refused { rule, .. } if rule.contains("hot"))
+            matches!(hook.check_command(&low, "t", Some(&hot), &ctx), Verdict::Refused { rule, .. } if rule.contains("hot"))
         );
         assert!(matches!(
-            hook.check_command(&low, Some(&faulty), &ctx),
+            hook.check_command(&low, "t", Some(&faulty), &ctx),
             Verdict::Refused { .. }
         ));
         assert!(matches!(
-            hook.check_command(&low, None, &ctx),
+            hook.check_command(&low, "t", None, &ctx),
             Verdict::Refused { .. }
         ));
         assert_eq!(
-            hook.check_command(&full, Some(&faulty), &ctx),
+            hook.check_command(&full, "t", Some(&faulty), &ctx),
+            Verdict::Allowed
+        );
+    }
+
+    #[test]
+    fn policy_hook_fails_safe_on_an_untrusted_sensor_and_refuses_lowering_the_fan() {
+        let profile = BoardProfile::builtin(BoardModel::Pi4B);
+        let mut hook = PolicyHook::for_board(&profile);
+        let ctx = Context {
+            profile: &profile,
+            now: Timestamp::from_secs(10),
+        };
+        let mut s = sample(Reading::Fault(HalErrorKind::Bus));
+        s.fans.push(wrale_core::model::FanReading {
+            id: "fan0".into(),
+            duty: Reading::Ok(Percent::ZERO),
+            rpm: Reading::Missing,
+        });
+        let actions = hook.on_sample(&s, &ctx);
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::SetFanDuty { fan: Some(f), .. } if f == "fan0")),
+            "{actions:?}"
+        );
+        assert!(
+            actions
+                .iter()
+                .any(|a| matches!(a, Action::RaiseAlert(al) if al.id == "sensor_untrusted")),
+            "{actions:?}"
+        );
+        let low = Command::SetFanDuty {
+            fan: "fan0".into(),
+            duty: Percent::ZERO,
+        };
+        assert!(matches!(
+            hook.check_command(&low, "ops", Some(&s), &ctx),
+            Verdict::Refused { .. }
+        ));
+        let full = Command::SetFanDuty {
+            fan: "fan0".into(),
+            duty: Percent::FULL,
+        };
+        assert_eq!(
+            hook.check_command(&full, "ops", Some(&s), &ctx),
             Verdict::Allowed
         );
     }

@@ -75,6 +75,7 @@ pub struct Applied {
 enum Msg {
     Command {
         command: Command,
+        actor: String,
         reply: oneshot::Sender<Result<Applied, ApiError>>,
     },
     Hal(HalEvent),
@@ -90,7 +91,11 @@ pub struct CommandSender {
 impl std::fmt::Debug for Msg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Msg::Command { command, .. } => f.debug_tuple("Command").field(command).finish(),
+            Msg::Command { command, actor, .. } => f
+                .debug_struct("Command")
+                .field("command", command)
+                .field("actor", actor)
+                .finish(),
             Msg::Hal(e) => f.debug_tuple("Hal").field(e).finish(),
             Msg::Stop => f.write_str("Stop"),
         }
@@ -98,11 +103,17 @@ impl std::fmt::Debug for Msg {
 }
 
 impl CommandSender {
-    /// Validates `command` with the safety hook and applies it through the HAL.
-    pub async fn send(&self, command: Command) -> Result<Applied, ApiError> {
+    /// Validates `command` from `actor` with the safety hook and applies it
+    /// through the HAL.
+    pub async fn send(&self, command: Command, actor: &str) -> Result<Applied, ApiError> {
         let (reply, rx) = oneshot::channel();
+        let actor = actor.to_owned();
         self.tx
-            .send(Msg::Command { command, reply })
+            .send(Msg::Command {
+                command,
+                actor,
+                reply,
+            })
             .map_err(|_| ApiError::unavailable("the sampling loop is not running"))?;
         rx.await
             .map_err(|_| ApiError::unavailable("the sampling loop stopped"))?
@@ -228,13 +239,24 @@ impl Loop {
             let timeout = next.saturating_duration_since(Instant::now());
             match rx.recv_timeout(timeout) {
                 Ok(Msg::Stop) | Err(RecvTimeoutError::Disconnected) => break,
-                Ok(Msg::Command { command, reply }) => {
-                    let result = self.command(command);
+                Ok(Msg::Command {
+                    command,
+                    actor,
+                    reply,
+                }) => {
+                    let result = self.command(command, &actor);
                     let _caller_gone = reply.send(result);
                 }
-                Ok(Msg::Hal(event)) => self.event(event),
+                Ok(Msg::Hal(event)) => {
+                    let resample = !matches!(event, HalEvent::Edge { .. });
+                    self.event(event);
+                    if resample {
+                        // Security inputs and power reach the engine through samples.
+                        self.tick(false);
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {
-                    self.tick();
+                    self.tick(true);
                     let interval = self.state.config().sampling.interval;
                     next += interval;
                     let now = Instant::now();
@@ -258,8 +280,10 @@ impl Loop {
         }
     }
 
-    fn tick(&mut self) {
-        if let Some(step) = &mut self.step {
+    /// Takes a sample and applies the engine's answer. `scheduled` ticks advance a
+    /// simulated board's virtual clock by one interval first.
+    fn tick(&mut self, scheduled: bool) {
+        if let (true, Some(step)) = (scheduled, &mut self.step) {
             step(self.state.config().sampling.interval);
         }
         let t0 = Instant::now();
@@ -338,7 +362,7 @@ impl Loop {
         })
     }
 
-    fn command(&mut self, command: Command) -> Result<Applied, ApiError> {
+    fn command(&mut self, command: Command, actor: &str) -> Result<Applied, ApiError> {
         let Command::SetFanDuty { fan, duty } = &command;
         self.board
             .fan(fan)
@@ -350,7 +374,7 @@ impl Loop {
         };
         let hook = &mut self.hook;
         let verdict = catch_unwind(AssertUnwindSafe(|| {
-            hook.check_command(&command, latest.as_ref().map(|l| &*l.sample), &ctx)
+            hook.check_command(&command, actor, latest.as_ref().map(|l| &*l.sample), &ctx)
         }))
         .map_err(|_| ApiError::unavailable("the safety engine is not answering"))?;
         if let Verdict::Refused { rule, reason } = verdict {
@@ -419,6 +443,22 @@ impl Loop {
                     self.workloads.throttle(true);
                 }
                 Action::ResumeWorkloads => self.workloads.throttle(false),
+                Action::SelectPowerSource { source } => match self.board.supply() {
+                    Some(supply) => {
+                        if let Err(e) = supply.select(*source) {
+                            self.state
+                                .metrics()
+                                .action_errors
+                                .fetch_add(1, Ordering::Relaxed);
+                            tracing::error!(%source, "cannot switch the power source: {e}");
+                        }
+                    }
+                    None => tracing::warn!(%source, "no power-source switch on this board"),
+                },
+                Action::LockGpioOutputs => {
+                    tracing::warn!("GPIO outputs locked (GPIO commands refused until unlocked)");
+                }
+                Action::UnlockGpioOutputs => tracing::info!("GPIO outputs unlocked"),
                 Action::RaiseAlert(alert) => self.state.raise_alert(alert.clone()),
                 Action::ClearAlert { id } => self.state.clear_alert(id),
                 Action::EmergencyShutdown { reason } => self.emergency_shutdown(reason),

@@ -61,6 +61,8 @@ fn env_nesting_and_typed_values() {
         .env(env(&[
             ("WRALE_HAL__BACKEND", "sim"),
             ("WRALE_HAL__SEED", "7"),
+            // Sorts before BACKEND, must survive the backend choice.
+            ("WRALE_HAL__AMBIENT_C", "30.5"),
             ("WRALE_API__PUBLIC_METRICS", "true"),
             ("WRALE_SHUTDOWN__COMMAND", "[\"halt\", \"-p\"]"),
             ("WRALE_API__BIND", "127.0.0.1:9000"),
@@ -72,6 +74,7 @@ fn env_nesting_and_typed_values() {
         c.hal,
         BackendConfig::Sim(SimConfig {
             seed: 7,
+            ambient_c: Some(wrale_core::units::Celsius(30.5)),
             ..SimConfig::default()
         })
     );

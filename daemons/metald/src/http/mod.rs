@@ -275,10 +275,13 @@ async fn set_fan(
     tracing::info!(token = %who.name, fan = %req.fan, duty = req.duty_pct.get(), "fan command");
     let applied = s
         .commands
-        .send(Command::SetFanDuty {
-            fan: req.fan,
-            duty: req.duty_pct,
-        })
+        .send(
+            Command::SetFanDuty {
+                fan: req.fan,
+                duty: req.duty_pct,
+            },
+            &who.name,
+        )
         .await?;
     Ok(Json(json!(applied)))
 }
