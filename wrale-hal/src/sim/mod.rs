@@ -99,9 +99,13 @@ pub(crate) struct Shared {
 
 impl fmt::Debug for Shared {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Shared")
-            .field("now", &self.lock().now())
-            .finish_non_exhaustive()
+        // try_lock: formatting a part must never deadlock on the model's own lock.
+        let mut d = f.debug_struct("Shared");
+        match self.model.try_lock() {
+            Ok(m) => d.field("now", &m.now()),
+            Err(_) => d.field("now", &"<locked>"),
+        };
+        d.finish_non_exhaustive()
     }
 }
 
