@@ -80,7 +80,9 @@ fn decode_curve(s: &str) -> Result<Vec<CurvePoint>> {
             let (t, d) = p
                 .split_once(':')
                 .ok_or_else(|| bad(format!("point {p:?} is not temp:duty")))?;
-            let temp: f64 = t.parse().map_err(|_| bad(format!("bad temperature {t:?}")))?;
+            let temp: f64 = t
+                .parse()
+                .map_err(|_| bad(format!("bad temperature {t:?}")))?;
             let duty: f64 = d.parse().map_err(|_| bad(format!("bad duty {d:?}")))?;
             Ok(CurvePoint {
                 temp: Celsius(temp),
@@ -120,7 +122,10 @@ impl DesiredConfig {
         put(K_THROTTLE, self.throttle.map(|c| c.get().into()));
         put(K_CRITICAL, self.critical.map(|c| c.get().into()));
         put(K_FAN_PROFILE, self.fan_profile.clone().map(Into::into));
-        put(K_FAN_CURVE, self.fan_curve.as_deref().map(|c| encode_curve(c).into()));
+        put(
+            K_FAN_CURVE,
+            self.fan_curve.as_deref().map(|c| encode_curve(c).into()),
+        );
         put(K_MIN_DUTY, self.min_fan_duty.map(|p| p.get().into()));
         put(K_POLICY, self.policy_overrides.clone().map(Into::into));
         if self.config_version > 0 {
@@ -287,7 +292,7 @@ impl ConfigValidator for BoardFloorValidator {
         let warn = cfg.warn.unwrap_or(t.warn_c);
         let throttle = cfg.throttle.unwrap_or(t.throttle_c);
         let critical = cfg.critical.unwrap_or(t.critical_c);
-        if !(warn < throttle && throttle < critical) {
+        if !(warn.get() < throttle.get() && throttle.get() < critical.get()) {
             return Err(Rejection::new(
                 "thresholds_unordered",
                 format!(
@@ -298,7 +303,7 @@ impl ConfigValidator for BoardFloorValidator {
         }
         if let Some(curve) = &cfg.fan_curve {
             for w in curve.windows(2) {
-                if !(w[0].temp < w[1].temp) {
+                if w[0].temp.partial_cmp(&w[1].temp) != Some(std::cmp::Ordering::Less) {
                     return Err(Rejection::new(
                         "fan_curve_unsorted",
                         "fan curve temperatures must increase",
@@ -309,7 +314,10 @@ impl ConfigValidator for BoardFloorValidator {
                 if last.duty < min {
                     return Err(Rejection::new(
                         "fan_curve_below_min_duty",
-                        format!("curve tops out at {:.0} below min duty {:.0}", last.duty, min),
+                        format!(
+                            "curve tops out at {:.0} below min duty {:.0}",
+                            last.duty, min
+                        ),
                     ));
                 }
             }
@@ -404,7 +412,10 @@ mod tests {
         let mut f = sample().to_fields();
         f.insert("min_fan_duty_pct".into(), 140.0.into());
         let e = DesiredConfig::from_fields(&f).unwrap_err().to_string();
-        assert!(e.contains("min_fan_duty_pct") && e.contains("out of range"), "{e}");
+        assert!(
+            e.contains("min_fan_duty_pct") && e.contains("out of range"),
+            "{e}"
+        );
         let mut f = sample().to_fields();
         f.insert("gpio.17".into(), "up".into());
         let e = DesiredConfig::from_fields(&f).unwrap_err().to_string();
@@ -423,11 +434,14 @@ mod tests {
         assert_eq!(r.rule, "threshold_above_board");
         assert!(r.reason.contains("critical_c"), "{r}");
         let unordered = DesiredConfig {
-            warn: Some(Celsius(79.0)),
-            throttle: Some(Celsius(70.0)),
+            warn: Some(Celsius(69.0)),
+            throttle: Some(Celsius(65.0)),
             ..sample()
         };
-        assert_eq!(v.validate(&unordered).unwrap_err().rule, "thresholds_unordered");
+        assert_eq!(
+            v.validate(&unordered).unwrap_err().rule,
+            "thresholds_unordered"
+        );
     }
 
     #[test]

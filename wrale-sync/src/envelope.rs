@@ -217,7 +217,12 @@ mod tests {
         assert_eq!(Envelope::decode(&b), Err(EnvelopeError::BadMagic(b'X')));
         let mut b = good.clone();
         b[1] = 9;
-        assert!(Envelope::decode(&b).unwrap_err().to_string().contains("version 9"));
+        assert!(
+            Envelope::decode(&b)
+                .unwrap_err()
+                .to_string()
+                .contains("version 9")
+        );
         let mut b = good.clone();
         b[2] = 7;
         assert_eq!(Envelope::decode(&b), Err(EnvelopeError::UnknownKind(7)));

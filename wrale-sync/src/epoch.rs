@@ -32,9 +32,7 @@ use wrale_core::Timestamp;
 
 use crate::author::{Author, AuthorKind};
 use crate::error::{Error, Result};
-use crate::schema::{
-    Candidate, FieldPath, FieldPolicy, FieldValue, Section, policy_for, resolve,
-};
+use crate::schema::{Candidate, FieldPath, FieldPolicy, FieldValue, Section, policy_for, resolve};
 use crate::twin::{FieldWrite, Twin, actor_of, author_of, genesis};
 
 /// How many past epochs' clocks a new epoch keeps, so a peer that slept through
@@ -144,7 +142,10 @@ impl Twin {
             }
         }
 
-        let mut next = Twin::attach(genesis(self.device(), new_epoch)?, self.local_author().clone())?;
+        let mut next = Twin::attach(
+            genesis(self.device(), new_epoch)?,
+            self.local_author().clone(),
+        )?;
         prev.insert("from_epoch".into(), FieldValue::Int(old_epoch as i64));
         next.commit_inner(
             author,
@@ -259,8 +260,10 @@ impl Twin {
                     self.raw_candidates(section, &path.key, Some(&base_heads))?
                 };
                 let base_ids: HashSet<&ObjId> = base.iter().map(|(_, id)| id).collect();
-                let fresh: Vec<&(FieldValue, ObjId)> =
-                    cur.iter().filter(|(_, id)| !base_ids.contains(id)).collect();
+                let fresh: Vec<&(FieldValue, ObjId)> = cur
+                    .iter()
+                    .filter(|(_, id)| !base_ids.contains(id))
+                    .collect();
                 let base_value = resolve(policy, &to_candidates(&base));
                 let their_value = next.field(&path)?;
                 let unchanged_there = match (&base_value, &their_value) {
@@ -270,19 +273,21 @@ impl Twin {
                 };
                 if fresh.is_empty() {
                     // Deleted offline: carry the delete when nobody changed it since.
-                    if cur.is_empty() && !base.is_empty() && unchanged_there && their_value.is_some()
+                    if cur.is_empty()
+                        && !base.is_empty()
+                        && unchanged_there
+                        && their_value.is_some()
                     {
                         let author = author_of(&registry, &base[0].1);
-                        carry
-                            .entry((author, false))
-                            .or_default()
-                            .push((path, None));
+                        carry.entry((author, false)).or_default().push((path, None));
                         carried += 1;
                     }
                     continue;
                 }
-                let fresh_cands: Vec<(FieldValue, ObjId)> =
-                    fresh.iter().map(|(v, id)| (v.clone(), id.clone())).collect();
+                let fresh_cands: Vec<(FieldValue, ObjId)> = fresh
+                    .iter()
+                    .map(|(v, id)| (v.clone(), id.clone()))
+                    .collect();
                 let Some(value) = resolve(policy, &to_candidates(&fresh_cands)) else {
                     continue;
                 };

@@ -45,9 +45,9 @@ pub use schema::{
     resolve,
 };
 pub use session::{Received, SessionStats, SyncSession};
-pub use store::{MemoryStore, Store, StoredTwin};
 #[cfg(feature = "sqlite")]
 pub use store::sqlite::SqliteStore;
+pub use store::{MemoryStore, Store, StoredTwin};
 pub use transport::Transport;
 pub use twin::{ConfigVerdict, Twin, Version};
 

@@ -180,13 +180,19 @@ impl ReportedUpdate {
             w.push(("health".into(), Some(h.as_str().into())));
         }
         if let Some(t) = self.throttle {
-            w.push(("throttle_bits".into(), Some(FieldValue::Int(t.bits() as i64))));
+            w.push((
+                "throttle_bits".into(),
+                Some(FieldValue::Int(t.bits() as i64)),
+            ));
         }
         if let Some(v) = &self.agent_version {
             w.push(("agent_version".into(), Some(v.as_str().into())));
         }
         if let Some(c) = &self.config {
-            w.push(("config.version".into(), Some(FieldValue::Int(c.version as i64))));
+            w.push((
+                "config.version".into(),
+                Some(FieldValue::Int(c.version as i64)),
+            ));
             w.push(("config.accepted".into(), Some(c.accepted.into())));
             let rej = c
                 .rejection

@@ -262,8 +262,9 @@ fn max_by_total<'a>(it: impl Iterator<Item = &'a Candidate>) -> Option<&'a Candi
 /// over numbers, so it is commutative, associative and idempotent.
 pub fn resolve(policy: FieldPolicy, candidates: &[Candidate]) -> Option<FieldValue> {
     let pick = match policy {
-        FieldPolicy::SafetyFirstMin => finite_or_all(candidates)
-            .min_by(|a, b| a.value.total_cmp(&b.value)),
+        FieldPolicy::SafetyFirstMin => {
+            finite_or_all(candidates).min_by(|a, b| a.value.total_cmp(&b.value))
+        }
         FieldPolicy::SafetyFirstMax => max_by_total(finite_or_all(candidates)),
         FieldPolicy::FleetWins => {
             max_by_total(candidates.iter().filter(|c| c.kind.is_fleet_side()))
@@ -353,7 +354,10 @@ mod tests {
         assert_eq!(f(FieldPolicy::Manual), Some(70.0));
         assert_eq!(resolve(FieldPolicy::Manual, &[]), None);
         // Only device-side values: fleet-wins falls back to the total order.
-        let dev = [c(1.0, AuthorKind::Device), c(2.0, AuthorKind::LocalOperator)];
+        let dev = [
+            c(1.0, AuthorKind::Device),
+            c(2.0, AuthorKind::LocalOperator),
+        ];
         assert_eq!(
             resolve(FieldPolicy::FleetWins, &dev).and_then(|v| v.as_f64()),
             Some(2.0)
@@ -370,10 +374,7 @@ mod tests {
     }
 
     fn cands() -> impl Strategy<Value = Vec<Candidate>> {
-        proptest::collection::vec(
-            (-50.0f64..120.0, kind()).prop_map(|(v, k)| c(v, k)),
-            1..6,
-        )
+        proptest::collection::vec((-50.0f64..120.0, kind()).prop_map(|(v, k)| c(v, k)), 1..6)
     }
 
     proptest! {

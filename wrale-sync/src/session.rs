@@ -199,7 +199,9 @@ impl SyncSession {
                     self.send_snapshot = true;
                     Ok(Received::Ignored("peer asks for our epoch"))
                 } else {
-                    Ok(Received::Ignored("epoch request for an epoch we are not past"))
+                    Ok(Received::Ignored(
+                        "epoch request for an epoch we are not past",
+                    ))
                 }
             }
         }

@@ -65,7 +65,7 @@ pub(crate) type FieldWrite = (FieldPath, Option<FieldValue>);
 /// // Inside the deadband: no change, no history.
 /// assert!(!device.report(&ReportedUpdate::default().reading("cpu_temp_c", 51.4), t0).unwrap());
 /// fleet.merge(&mut device).unwrap();
-/// assert_eq!(fleet.reported().cpu_temp(), Some(Celsius(51.0)));
+/// assert_eq!(fleet.reported().unwrap().cpu_temp(), Some(Celsius(51.0)));
 /// ```
 #[derive(Debug)]
 pub struct Twin {
@@ -783,7 +783,8 @@ impl Twin {
         if effective.is_empty() {
             return Ok(None);
         }
-        self.commit_writes(author, now, message, effective).map(Some)
+        self.commit_writes(author, now, message, effective)
+            .map(Some)
     }
 
     fn write_forced(
@@ -843,9 +844,16 @@ impl Twin {
         }
         let hash = self.doc.commit_with(opts);
         // A commit with no operations (everything was a no-op) makes no change.
-        hash.map_or_else(|| self.doc.get_heads().first().copied().ok_or_else(|| {
-            Error::Schema("document has no heads".into())
-        }), Ok)
+        hash.map_or_else(
+            || {
+                self.doc
+                    .get_heads()
+                    .first()
+                    .copied()
+                    .ok_or_else(|| Error::Schema("document has no heads".into()))
+            },
+            Ok,
+        )
     }
 
     /// Replaces the document with another twin's (epoch change), keeping the

@@ -208,7 +208,10 @@ impl Store for MemoryStore {
     }
 
     fn load_archived(&self, doc: &str, epoch: u64) -> Result<Option<Vec<u8>>> {
-        Ok(self.docs.get(doc).and_then(|d| d.archive.get(&epoch).cloned()))
+        Ok(self
+            .docs
+            .get(doc)
+            .and_then(|d| d.archive.get(&epoch).cloned()))
     }
 
     fn docs(&self) -> Result<Vec<String>> {

@@ -49,9 +49,12 @@ impl SqliteStore {
     /// Opens (or creates) the store file.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         let conn = Connection::open(path).map_err(db)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db)?;
-        conn.pragma_update(None, "synchronous", "FULL").map_err(db)?;
-        conn.busy_timeout(std::time::Duration::from_secs(5)).map_err(db)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db)?;
+        conn.pragma_update(None, "synchronous", "FULL")
+            .map_err(db)?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))
+            .map_err(db)?;
         conn.execute_batch(SCHEMA).map_err(db)?;
         Ok(Self { conn })
     }
@@ -120,7 +123,9 @@ impl Store for SqliteStore {
     fn append_changes(&mut self, doc: &str, epoch: u64, changes: &[u8]) -> Result<usize> {
         let tx = self.conn.transaction().map_err(db)?;
         let stored: Option<i64> = tx
-            .query_row("SELECT epoch FROM twins WHERE doc = ?1", [doc], |r| r.get(0))
+            .query_row("SELECT epoch FROM twins WHERE doc = ?1", [doc], |r| {
+                r.get(0)
+            })
             .optional()
             .map_err(db)?;
         match stored {

@@ -142,7 +142,10 @@ impl Point {
         }
         put(Channel::CpuLoadPct, s.cpu_load.map(|l| l.get()));
         put(Channel::CpuFreqMhz, s.cpu_freq.map(|f| f.get()));
-        put(Channel::ThrottleBits, s.throttle.map(|t| f64::from(t.bits())));
+        put(
+            Channel::ThrottleBits,
+            s.throttle.map(|t| f64::from(t.bits())),
+        );
         p
     }
 }
@@ -193,7 +196,10 @@ pub fn encode_batch(device: &str, points: &[Point]) -> Vec<u8> {
     let mut prev = [0i64; NCH];
     for (n, p) in points.iter().enumerate() {
         let t = p.at.as_millis();
-        write_varint(&mut out, zigzag(if n == 0 { t } else { t.wrapping_sub(prev_t) }));
+        write_varint(
+            &mut out,
+            zigzag(if n == 0 { t } else { t.wrapping_sub(prev_t) }),
+        );
         prev_t = t;
         let mut bits: u64 = 0;
         let mut j = 0;
@@ -240,7 +246,9 @@ pub fn decode_batch(bytes: &[u8]) -> Result<Batch> {
         return Err(bad(format!("unsupported version {}", bytes[2])));
     }
     let len = bytes[3] as usize;
-    let id = bytes.get(4..4 + len).ok_or_else(|| bad("device id cut off"))?;
+    let id = bytes
+        .get(4..4 + len)
+        .ok_or_else(|| bad("device id cut off"))?;
     let device = std::str::from_utf8(id)
         .map_err(|_| bad("device id is not UTF-8"))?
         .to_owned();
@@ -345,8 +353,18 @@ mod tests {
         assert!(decode_batch(&b[..b.len() - 1]).is_err());
         let mut extra = b.clone();
         extra.push(0);
-        assert!(decode_batch(&extra).unwrap_err().to_string().contains("trailing"));
-        assert!(decode_batch(b"XX").unwrap_err().to_string().contains("magic"));
+        assert!(
+            decode_batch(&extra)
+                .unwrap_err()
+                .to_string()
+                .contains("trailing")
+        );
+        assert!(
+            decode_batch(b"XX")
+                .unwrap_err()
+                .to_string()
+                .contains("magic")
+        );
     }
 
     proptest! {

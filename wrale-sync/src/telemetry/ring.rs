@@ -26,7 +26,11 @@ const fn crc_table() -> [u32; 256] {
         let mut c = i as u32;
         let mut k = 0;
         while k < 8 {
-            c = if c & 1 != 0 { 0xEDB8_8320 ^ (c >> 1) } else { c >> 1 };
+            c = if c & 1 != 0 {
+                0xEDB8_8320 ^ (c >> 1)
+            } else {
+                c >> 1
+            };
             k += 1;
         }
         t[i] = c;
@@ -72,9 +76,12 @@ fn seg_path(dir: &Path, n: u64) -> PathBuf {
     dir.join(format!("seg-{n:012}.log"))
 }
 
+/// Records of a segment, each with the offset just after it.
+type Records = Vec<(Vec<u8>, u64)>;
+
 /// Reads the records of a segment from `from`; returns them with their end
 /// offsets and the end of the last valid record.
-fn scan(path: &Path, from: u64) -> Result<(Vec<(Vec<u8>, u64)>, u64)> {
+fn scan(path: &Path, from: u64) -> Result<(Records, u64)> {
     let mut buf = Vec::new();
     File::open(path)?.read_to_end(&mut buf)?;
     let mut pos = from as usize;
@@ -110,7 +117,10 @@ impl RingBuffer {
             .filter_map(|e| e.ok())
             .filter_map(|e| {
                 let name = e.file_name().into_string().ok()?;
-                name.strip_prefix("seg-")?.strip_suffix(".log")?.parse().ok()
+                name.strip_prefix("seg-")?
+                    .strip_suffix(".log")?
+                    .parse()
+                    .ok()
             })
             .collect();
         ids.sort_unstable();
@@ -373,7 +383,11 @@ mod tests {
         assert!(dropped > 0);
         assert_eq!(r.len() + dropped, 20);
         let (recs, _) = r.peek(100).unwrap();
-        assert_eq!(recs.first().map(|x| x[0]), Some(dropped as u8), "oldest dropped first");
+        assert_eq!(
+            recs.first().map(|x| x[0]),
+            Some(dropped as u8),
+            "oldest dropped first"
+        );
         assert_eq!(recs.last().map(|x| x[0]), Some(19));
         drop(r);
         let r = RingBuffer::open(dir.path(), 100, 3).unwrap();
@@ -398,6 +412,9 @@ mod tests {
         assert_eq!(r.len(), 2);
         r.push(b"three").unwrap();
         let (recs, _) = r.peek(10).unwrap();
-        assert_eq!(recs, vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]);
+        assert_eq!(
+            recs,
+            vec![b"one".to_vec(), b"two".to_vec(), b"three".to_vec()]
+        );
     }
 }

@@ -192,7 +192,12 @@ impl LossyNet {
 
     /// Takes the next frame for `to`, advancing time to it when none is due yet.
     fn next_for(&mut self, to: usize) -> Option<Vec<u8>> {
-        let earliest = self.flight.iter().filter(|f| f.to == to).map(|f| f.at).min()?;
+        let earliest = self
+            .flight
+            .iter()
+            .filter(|f| f.to == to)
+            .map(|f| f.at)
+            .min()?;
         self.now = self.now.max(earliest);
         let idx = self
             .flight
@@ -239,7 +244,10 @@ impl MemoryTransport {
 
     /// Network counters of the link.
     pub fn stats(&self) -> NetStats {
-        self.shared.lock().map(|s| s.net.stats()).unwrap_or_default()
+        self.shared
+            .lock()
+            .map(|s| s.net.stats())
+            .unwrap_or_default()
     }
 
     /// Takes the next frame without waiting (`None` when nothing is in flight).
@@ -319,7 +327,10 @@ mod tests {
         let (a, sa) = run(7);
         let (b, _) = run(7);
         assert_eq!(a, b, "same seed, same run");
-        assert!(sa.lost > 10 && sa.duplicated > 10 && sa.replayed > 5, "{sa:?}");
+        assert!(
+            sa.lost > 10 && sa.duplicated > 10 && sa.replayed > 5,
+            "{sa:?}"
+        );
         assert!(a.windows(2).any(|w| w[0] > w[1]), "reordered");
         let mut clean = LossyNet::new(Faults::NONE, 1);
         for i in 0..10u8 {

@@ -1,0 +1,12 @@
+//! wrale-sync integration tests (one binary, modules per area).
+
+mod common;
+mod convergence;
+mod epoch;
+mod fuzz;
+mod session;
+#[cfg(feature = "sqlite")]
+mod store;
+mod twin;
+#[cfg(feature = "ws")]
+mod ws;
