@@ -967,6 +967,53 @@ fn battery_charges_on_main() {
     assert!(!b.charging_enabled);
 }
 
+#[test]
+fn reads_are_pure_the_order_and_number_of_reads_changes_nothing() {
+    let cfg = SimConfig {
+        seed: 42,
+        load_pct: pct(80.0),
+        battery: Some(BatteryConfig::default()),
+        ..SimConfig::default()
+    };
+    let (busy, idle) = (sim(&cfg), sim(&cfg));
+    let board = busy.board();
+    for _ in 0..50 {
+        for _ in 0..3 {
+            let _ = board.sample();
+            let _ = board.thermal_sensor("cpu").unwrap().read();
+            let _ = board.power().unwrap().voltage();
+            let _ = busy.state();
+        }
+        busy.step(Duration::from_millis(700));
+        idle.step(Duration::from_millis(700));
+    }
+    assert_eq!(busy.board().sample(), idle.board().sample());
+    assert_eq!(busy.state(), idle.state());
+}
+
+#[test]
+fn security_pins_give_debounced_edges() {
+    let s = sim(&quiet(BoardModel::Pi4B));
+    let board = s.board();
+    let rx = s.subscribe(16);
+    let mut case = board.gpio().unwrap().claim_input(5, Pull::Up).unwrap();
+    case.watch(Edge::Both, Duration::from_millis(50)).unwrap();
+    s.apply(SimAction::CaseOpen);
+    s.step(Duration::from_millis(10));
+    s.apply(SimAction::CaseClose);
+    let ev = drain(&rx);
+    assert_eq!(edges(&ev), vec![(5, Level::High)]);
+    assert_eq!(
+        ev.iter()
+            .filter(|e| matches!(e, HalEvent::Security { .. }))
+            .count(),
+        2,
+        "security events are not debounced: {ev:?}"
+    );
+    s.step(Duration::from_millis(100));
+    assert_eq!(edges(&drain(&rx)), vec![(5, Level::Low)]);
+}
+
 // ----- properties -----
 
 fn steady_die(load: f64, duty: f64) -> f64 {
