@@ -342,6 +342,15 @@ impl PartialConfig {
         Self::default()
     }
 
+    /// The layer kept in a config document: group and fleet configs are documents
+    /// too, twins whose id names the layer (`fleet`, `group-lab`) and of which only
+    /// `desired` is used. They get history, authors, rollback and merging for free.
+    pub fn from_doc(doc: &crate::Twin) -> Result<PartialConfig> {
+        Ok(PartialConfig {
+            fields: doc.fields(crate::Section::Desired)?,
+        })
+    }
+
     /// Sets one field (unknown keys are an error).
     pub fn set(&mut self, key: &str, value: impl Into<FieldValue>) -> Result<&mut Self> {
         if !DesiredConfig::is_known_key(key) {

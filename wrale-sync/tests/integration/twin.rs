@@ -327,3 +327,46 @@ fn independently_created_twins_share_genesis_and_merge() {
     assert_eq!(a.meta().unwrap(), info());
     let _ = Duration::ZERO;
 }
+
+/// Fleet and group configs are documents too; the effective config is layered,
+/// validated, and written into the device twin in one change.
+#[test]
+fn layered_config_from_documents_is_validated_and_written() {
+    use wrale_core::DeviceId;
+    use wrale_sync::{PartialConfig, effective_config};
+    let v = BoardFloorValidator::new(BoardProfile::builtin(BoardModel::Pi4B));
+    let mut fleet_doc = Twin::empty(&DeviceId::new("fleet").unwrap(), fleet()).unwrap();
+    fleet_doc
+        .edit_desired(
+            |c| {
+                c.warn = Some(Celsius(68.0));
+                c.workloads.insert("agent".into());
+            },
+            &alice(),
+            t(1),
+        )
+        .unwrap();
+    let mut group_doc = Twin::empty(&DeviceId::new("group-lab").unwrap(), fleet()).unwrap();
+    group_doc
+        .edit_desired(|c| c.warn = Some(Celsius(64.0)), &alice(), t(2))
+        .unwrap();
+    let mut overrides = PartialConfig::new();
+    overrides.set("min_fan_duty_pct", 30.0).unwrap();
+    let cfg = effective_config(
+        &PartialConfig::from_doc(&fleet_doc).unwrap(),
+        Some(&PartialConfig::from_doc(&group_doc).unwrap()),
+        &overrides,
+        &v,
+    )
+    .unwrap();
+    let mut d = Twin::new(&info(), fleet(), t(0)).unwrap();
+    let n = d.change_count();
+    d.edit_desired_checked(|c| *c = cfg.clone(), &v, &fleet(), t(3))
+        .unwrap()
+        .expect("written");
+    assert_eq!(d.change_count(), n + 1);
+    let got = d.desired().unwrap();
+    assert_eq!(got.warn, Some(Celsius(64.0)));
+    assert!(got.workloads.contains("agent"));
+    assert_eq!(got.min_fan_duty.map(|p| p.get()), Some(30.0));
+}
