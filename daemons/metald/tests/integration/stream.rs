@@ -46,7 +46,12 @@ async fn stream_sends_hello_readings_and_actions() {
     assert_eq!(hello["type"], "hello");
     assert_eq!(hello["device"]["backend"], "sim");
     let reading = next_of_type(&mut ws, "reading").await;
-    assert!(!reading["sample"]["temperatures"].as_array().unwrap().is_empty());
+    assert!(
+        !reading["sample"]["temperatures"]
+            .as_array()
+            .unwrap()
+            .is_empty()
+    );
 
     let resp = d
         .post_json(
