@@ -60,14 +60,12 @@ impl Loop {
         let d = self.policy.evaluate(&mut self.state, &s, s.at);
         for a in &d.actions {
             match a {
-                Action::SetFanDuty { fan, duty } => {
-                    if self.sim.is_powered() {
-                        self.board
-                            .fan(fan)
-                            .expect("fan")
-                            .set_duty(*duty)
-                            .expect("duty");
-                    }
+                Action::SetFanDuty { fan, duty } if self.sim.is_powered() => {
+                    self.board
+                        .fan(fan)
+                        .expect("fan")
+                        .set_duty(*duty)
+                        .expect("duty");
                 }
                 Action::ThrottleWorkloads { .. } => {
                     self.sim.set_load(self.throttled_load.min(self.load))

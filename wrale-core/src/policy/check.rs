@@ -210,16 +210,14 @@ impl PolicySet {
                     );
                 }
             }
-            Command::SetFanProfile { profile } => {
-                if *profile < l.fan.min_profile {
-                    return refuse(
-                        "fan.min_profile",
-                        format!(
-                            "profile {profile} is quieter than the policy's minimum {}",
-                            l.fan.min_profile
-                        ),
-                    );
-                }
+            Command::SetFanProfile { profile } if *profile < l.fan.min_profile => {
+                return refuse(
+                    "fan.min_profile",
+                    format!(
+                        "profile {profile} is quieter than the policy's minimum {}",
+                        l.fan.min_profile
+                    ),
+                );
             }
             Command::SelectPowerSource {
                 source: PowerSourceKind::Main,

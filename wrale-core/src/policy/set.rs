@@ -592,11 +592,11 @@ impl PolicySet {
         l.security.quiet_hours.sort_unstable();
         l.security.quiet_hours.dedup();
         // Canonical order, so that assembly is independent of layer order.
-        interlocks.sort_by(|a, b| canonical(&a.interlock).cmp(&canonical(&b.interlock)));
+        interlocks.sort_by_key(|a| canonical(&a.interlock));
         interlocks.dedup();
         rate_limits.sort_unstable();
         rate_limits.dedup();
-        rules.sort_by(|a, b| canonical_rule(&a.rule).cmp(&canonical_rule(&b.rule)));
+        rules.sort_by_key(|a| canonical_rule(&a.rule));
         rules.dedup();
         scopes.sort_unstable();
         scopes.dedup();
