@@ -181,6 +181,11 @@ impl PolicySet {
         if st.custom.len() != self.rules.len() {
             st.custom.resize(self.rules.len(), Latch::default());
         }
+        // A reloaded policy may have raised the minimum profile.
+        if st.profile < self.limits.fan.min_profile {
+            st.profile = self.limits.fan.min_profile;
+            st.fan_step = 0;
+        }
         let prev_level = st.level;
         let mut cx = Ctx { st, d: &mut d, now };
         let temp = self.trust(&mut cx, s);

@@ -63,6 +63,36 @@ fn fan_follows_the_balance_curve_with_hysteresis() {
 }
 
 #[test]
+fn a_reloaded_policy_raising_the_minimum_profile_applies_at_once() {
+    let mut store = PolicyStore::new(&BoardProfile::builtin(BoardModel::Pi4B));
+    let mut rig = Rig::new((*store.current()).clone());
+    assert!(
+        rig.admit(Command::SetFanProfile {
+            profile: FanProfileName::Quiet
+        })
+        .is_allowed()
+    );
+    rig.hold(58.0, 2);
+    assert_eq!(rig.fan_duty, pct(20.0));
+    store
+        .reload(
+            "scope = \"fleet\"\n[fan]\nmin_profile = \"cool\"\n",
+            "fleet.toml",
+        )
+        .unwrap();
+    rig.policy = (*store.current()).clone();
+    rig.hold(58.0, 1);
+    assert_eq!(rig.state.fan_profile(), FanProfileName::Cool);
+    assert_eq!(rig.fan_duty, pct(60.0));
+    assert_eq!(
+        refused_rule(&rig.check(Command::SetFanProfile {
+            profile: FanProfileName::Balance
+        })),
+        Some("fan.min_profile")
+    );
+}
+
+#[test]
 fn steady_state_decision_is_empty() {
     let mut rig = Rig::new(pi4_policy());
     rig.hold(45.0, 3);
