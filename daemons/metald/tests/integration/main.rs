@@ -5,6 +5,7 @@
 mod api;
 mod binary;
 mod reload;
+mod safety;
 mod stream;
 mod support;
 mod workloads;
