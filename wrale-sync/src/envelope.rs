@@ -64,7 +64,7 @@ pub enum EnvelopeError {
     /// The document id is cut off, empty, too long or has bad characters.
     #[error("bad document id: {0}")]
     BadDocId(String),
-    /// The frame exceeds [`MAX_FRAME`].
+    /// The frame exceeds the 16 MiB limit.
     #[error("frame of {0} bytes exceeds the {MAX_FRAME}-byte limit")]
     TooLarge(usize),
 }
