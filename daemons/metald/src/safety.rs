@@ -118,6 +118,26 @@ pub enum Verdict {
     },
 }
 
+/// The answer to phase one of a two-phase command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Validation {
+    /// The verdict now.
+    #[serde(flatten)]
+    pub verdict: Verdict,
+    /// The token to confirm with, when allowed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token: Option<Token>,
+}
+
+/// A confirmation token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct Token {
+    /// Pass it to the confirm call.
+    pub id: u64,
+    /// When it expires (the board's clock).
+    pub expires_at: Timestamp,
+}
+
 /// What the hook gets besides the sample.
 #[derive(Debug, Clone, Copy)]
 pub struct Context<'a> {
@@ -148,6 +168,35 @@ pub trait SafetyHook: Send + 'static {
         latest: Option<&Sample>,
         ctx: &Context<'_>,
     ) -> Verdict;
+
+    /// Phase one of a two-phase command: the verdict and, if allowed, a token to
+    /// confirm it with. Nothing is applied. Hooks without two-phase support refuse.
+    fn validate_command(
+        &mut self,
+        command: &Command,
+        actor: &str,
+        latest: Option<&Sample>,
+        ctx: &Context<'_>,
+    ) -> Validation {
+        let _ = (command, actor, latest, ctx);
+        Validation {
+            verdict: Verdict::Refused {
+                rule: "two_phase.unsupported".into(),
+                reason: format!("the {} engine has no two-phase commands", self.name()),
+            },
+            token: None,
+        }
+    }
+
+    /// Phase two: the validated command to apply now, if the token is known,
+    /// unexpired and the state still allows it; else the refusal.
+    fn confirm_command(&mut self, token: u64, ctx: &Context<'_>) -> Result<Command, Verdict> {
+        let _ = ctx;
+        Err(Verdict::Refused {
+            rule: "confirm.unknown_token".into(),
+            reason: format!("token {token} is unknown"),
+        })
+    }
 
     /// The fail-safe state of every output: applied on exit, and whenever the
     /// engine stops answering (panics).
@@ -278,6 +327,30 @@ impl SafetyHook for FailSafeHook {
     }
 }
 
+fn request(command: &Command, actor: &str) -> wrale_core::model::CommandRequest {
+    let core = match command {
+        Command::SetFanDuty { fan, duty } => wrale_core::model::Command::SetFanDuty {
+            fan: fan.clone(),
+            duty: *duty,
+        },
+    };
+    wrale_core::model::CommandRequest::new(
+        Actor::LocalOperator(actor.to_owned()),
+        "local API",
+        core,
+    )
+}
+
+fn verdict(v: policy::Verdict) -> Verdict {
+    match v {
+        policy::Verdict::Allowed => Verdict::Allowed,
+        policy::Verdict::Refused { rule, reason } => Verdict::Refused {
+            rule: rule.to_string(),
+            reason,
+        },
+    }
+}
+
 /// The policy engine of `wrale-core` as metald's safety hook.
 #[derive(Debug)]
 pub struct PolicyHook {
@@ -368,23 +441,44 @@ impl SafetyHook for PolicyHook {
         _latest: Option<&Sample>,
         ctx: &Context<'_>,
     ) -> Verdict {
-        let core = match command {
-            Command::SetFanDuty { fan, duty } => wrale_core::model::Command::SetFanDuty {
-                fan: fan.clone(),
-                duty: *duty,
-            },
-        };
-        let req = wrale_core::model::CommandRequest::new(
-            Actor::LocalOperator(actor.to_owned()),
-            "local API",
-            core,
-        );
-        match self.policy.admit(&mut self.state, &req, ctx.now) {
-            policy::Verdict::Allowed => Verdict::Allowed,
-            policy::Verdict::Refused { rule, reason } => Verdict::Refused {
-                rule: rule.to_string(),
-                reason,
-            },
+        let req = request(command, actor);
+        verdict(self.policy.admit(&mut self.state, &req, ctx.now))
+    }
+
+    fn validate_command(
+        &mut self,
+        command: &Command,
+        actor: &str,
+        _latest: Option<&Sample>,
+        ctx: &Context<'_>,
+    ) -> Validation {
+        let req = request(command, actor);
+        let v = self.policy.validate(&mut self.state, &req, ctx.now);
+        Validation {
+            verdict: verdict(v.verdict),
+            token: v.token.map(|t| Token {
+                id: t.id,
+                expires_at: t.expires_at,
+            }),
+        }
+    }
+
+    fn confirm_command(&mut self, token: u64, ctx: &Context<'_>) -> Result<Command, Verdict> {
+        let req = self
+            .policy
+            .confirm(&mut self.state, token, ctx.now)
+            .map_err(|r| Verdict::Refused {
+                rule: r.rule.to_string(),
+                reason: r.reason,
+            })?;
+        match req.command {
+            wrale_core::model::Command::SetFanDuty { fan, duty } => {
+                Ok(Command::SetFanDuty { fan, duty })
+            }
+            other => Err(Verdict::Refused {
+                rule: "two_phase.unsupported".into(),
+                reason: format!("metald cannot apply {:?} yet", other.kind()),
+            }),
         }
     }
 

@@ -21,7 +21,7 @@ use wrale_core::units::Percent;
 use wrale_hal::{Board, HalEvent};
 
 use crate::error::ApiError;
-use crate::safety::{Action, Alert, Command, Context, SafetyHook, Severity, Verdict};
+use crate::safety::{Action, Alert, Command, Context, SafetyHook, Severity, Validation, Verdict};
 use crate::state::{AppState, StreamItem};
 use crate::workloads::Workloads;
 
@@ -78,6 +78,16 @@ enum Msg {
         actor: String,
         reply: oneshot::Sender<Result<Applied, ApiError>>,
     },
+    Validate {
+        command: Command,
+        actor: String,
+        reply: oneshot::Sender<Result<Validation, ApiError>>,
+    },
+    Confirm {
+        token: u64,
+        actor: String,
+        reply: oneshot::Sender<Result<Applied, ApiError>>,
+    },
     Hal(HalEvent),
     Stop,
 }
@@ -96,6 +106,8 @@ impl std::fmt::Debug for Msg {
                 .field("command", command)
                 .field("actor", actor)
                 .finish(),
+            Msg::Validate { command, .. } => f.debug_tuple("Validate").field(command).finish(),
+            Msg::Confirm { token, .. } => f.debug_tuple("Confirm").field(token).finish(),
             Msg::Hal(e) => f.debug_tuple("Hal").field(e).finish(),
             Msg::Stop => f.write_str("Stop"),
         }
@@ -111,6 +123,40 @@ impl CommandSender {
         self.tx
             .send(Msg::Command {
                 command,
+                actor,
+                reply,
+            })
+            .map_err(|_| ApiError::unavailable("the sampling loop is not running"))?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the sampling loop stopped"))?
+    }
+}
+
+impl CommandSender {
+    /// Phase one of a two-phase command: validates and returns a token; nothing
+    /// is applied.
+    pub async fn validate(&self, command: Command, actor: &str) -> Result<Validation, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        let actor = actor.to_owned();
+        self.tx
+            .send(Msg::Validate {
+                command,
+                actor,
+                reply,
+            })
+            .map_err(|_| ApiError::unavailable("the sampling loop is not running"))?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the sampling loop stopped"))?
+    }
+
+    /// Phase two: applies the command validated under `token` if the engine still
+    /// allows it.
+    pub async fn confirm(&self, token: u64, actor: &str) -> Result<Applied, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        let actor = actor.to_owned();
+        self.tx
+            .send(Msg::Confirm {
+                token,
                 actor,
                 reply,
             })
@@ -247,6 +293,20 @@ impl Loop {
                     let result = self.command(command, &actor);
                     let _caller_gone = reply.send(result);
                 }
+                Ok(Msg::Validate {
+                    command,
+                    actor,
+                    reply,
+                }) => {
+                    let _caller_gone = reply.send(self.validate(command, &actor));
+                }
+                Ok(Msg::Confirm {
+                    token,
+                    actor,
+                    reply,
+                }) => {
+                    let _caller_gone = reply.send(self.confirm(token, &actor));
+                }
                 Ok(Msg::Hal(event)) => {
                     let resample = !matches!(event, HalEvent::Edge { .. });
                     self.event(event);
@@ -363,7 +423,7 @@ impl Loop {
     }
 
     fn command(&mut self, command: Command, actor: &str) -> Result<Applied, ApiError> {
-        let Command::SetFanDuty { fan, duty } = &command;
+        let Command::SetFanDuty { fan, .. } = &command;
         self.board
             .fan(fan)
             .map_err(|e| ApiError::not_found(e.to_string()))?;
@@ -381,6 +441,50 @@ impl Loop {
             tracing::warn!(?command, %rule, "command refused: {reason}");
             return Err(ApiError::policy_violation(&rule, reason));
         }
+        self.apply_command(command, actor)
+    }
+
+    fn validate(&mut self, command: Command, actor: &str) -> Result<Validation, ApiError> {
+        let Command::SetFanDuty { fan, .. } = &command;
+        self.board
+            .fan(fan)
+            .map_err(|e| ApiError::not_found(e.to_string()))?;
+        let latest = self.state.latest();
+        let ctx = Context {
+            profile: &self.profile,
+            now: self.board.now(),
+        };
+        let hook = &mut self.hook;
+        let v = catch_unwind(AssertUnwindSafe(|| {
+            hook.validate_command(&command, actor, latest.as_ref().map(|l| &*l.sample), &ctx)
+        }))
+        .map_err(|_| ApiError::unavailable("the safety engine is not answering"))?;
+        if let Verdict::Refused { rule, reason } = &v.verdict {
+            return Err(ApiError::policy_violation(rule, reason.clone()));
+        }
+        Ok(v)
+    }
+
+    fn confirm(&mut self, token: u64, actor: &str) -> Result<Applied, ApiError> {
+        let ctx = Context {
+            profile: &self.profile,
+            now: self.board.now(),
+        };
+        let hook = &mut self.hook;
+        let decided = catch_unwind(AssertUnwindSafe(|| hook.confirm_command(token, &ctx)))
+            .map_err(|_| ApiError::unavailable("the safety engine is not answering"))?;
+        match decided {
+            Ok(command) => self.apply_command(command, actor),
+            Err(Verdict::Refused { rule, reason }) => {
+                Err(ApiError::policy_violation(&rule, reason))
+            }
+            Err(Verdict::Allowed) => Err(ApiError::internal("confirmation without a command")),
+        }
+    }
+
+    /// Applies an allowed command through the HAL.
+    fn apply_command(&mut self, command: Command, actor: &str) -> Result<Applied, ApiError> {
+        let Command::SetFanDuty { fan, duty } = &command;
         self.set_fan(fan, *duty)
             .map_err(|e| ApiError::hardware(&e))?;
         self.state.publish(StreamItem::Action(Action::SetFanDuty {
@@ -388,7 +492,7 @@ impl Loop {
             duty: *duty,
             reason: "command".into(),
         }));
-        tracing::info!(fan = %fan, duty = duty.get(), "fan duty set by command");
+        tracing::info!(fan = %fan, duty = duty.get(), %actor, "fan duty set by command");
         Ok(Applied {
             command,
             result: "applied",

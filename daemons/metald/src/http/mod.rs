@@ -81,6 +81,8 @@ pub fn router(state: ApiState) -> Router {
         .route_layer(guard(Role::Viewer, true));
     let operator = Router::new()
         .route("/api/v1/fan", post(set_fan))
+        .route("/api/v1/fan/validate", post(validate_fan))
+        .route("/api/v1/commands/confirm", post(confirm_command))
         .route_layer(guard(Role::Operator, false));
     let admin = Router::new()
         .route("/api/v1/config", get(effective_config))
@@ -283,6 +285,41 @@ async fn set_fan(
             &who.name,
         )
         .await?;
+    Ok(Json(json!(applied)))
+}
+
+async fn validate_fan(
+    State(s): State<ApiState>,
+    axum::Extension(who): axum::Extension<Principal>,
+    ApiJson(req): ApiJson<FanRequest>,
+) -> Result<Json<Value>, ApiError> {
+    let v = s
+        .commands
+        .validate(
+            Command::SetFanDuty {
+                fan: req.fan,
+                duty: req.duty_pct,
+            },
+            &who.name,
+        )
+        .await?;
+    Ok(Json(json!(v)))
+}
+
+/// Body of `POST /api/v1/commands/confirm`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ConfirmRequest {
+    token: u64,
+}
+
+async fn confirm_command(
+    State(s): State<ApiState>,
+    axum::Extension(who): axum::Extension<Principal>,
+    ApiJson(req): ApiJson<ConfirmRequest>,
+) -> Result<Json<Value>, ApiError> {
+    tracing::info!(token = %who.name, confirm = req.token, "command confirmation");
+    let applied = s.commands.confirm(req.token, &who.name).await?;
     Ok(Json(json!(applied)))
 }
 

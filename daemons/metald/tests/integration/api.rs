@@ -302,3 +302,48 @@ async fn shutdown_leaves_fans_at_their_safe_duty() {
     d.stop().await.unwrap();
     assert_eq!(fan.duty().unwrap(), safe, "fail-safe duty after shutdown");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_phase_fan_command_validates_then_confirms_once() {
+    let d = TestDaemon::start().await;
+    d.wait_ready().await;
+    let resp = d
+        .post_json(
+            "/api/v1/fan/validate",
+            Some(OPERATOR),
+            r#"{"fan": "fan0", "duty_pct": 90}"#,
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["verdict"], "allowed", "{v}");
+    let token = v["token"]["id"].as_u64().unwrap();
+    assert!(v["token"]["expires_at"].is_string());
+    // Nothing applied yet.
+    let r = d.get_json("/api/v1/readings", VIEWER).await;
+    assert_ne!(fan_duty(&r), Some(90.0));
+    let confirm = format!(r#"{{"token": {token}}}"#);
+    let (status, code, _) = error_code(
+        d.post_json("/api/v1/commands/confirm", Some(VIEWER), &confirm)
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (403, "forbidden"));
+    let resp = d
+        .post_json("/api/v1/commands/confirm", Some(OPERATOR), &confirm)
+        .await;
+    assert_eq!(resp.status(), 200);
+    let applied: Value = resp.json().await.unwrap();
+    assert_eq!(applied["result"], "applied");
+    d.wait_reading("fan at 90 %", |v| fan_duty(v) == Some(90.0))
+        .await;
+    // Single use.
+    let (status, code, v) = error_code(
+        d.post_json("/api/v1/commands/confirm", Some(OPERATOR), &confirm)
+            .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (422, "policy_violation"), "{v}");
+    assert_eq!(v["error"]["rule"], "confirm.unknown_token");
+    d.stop().await.unwrap();
+}
