@@ -374,6 +374,9 @@ impl Reloader {
     }
 }
 
+/// Longest a diagnostics run may hold the sampling thread and still count as alive.
+const MAX_BUSY: Duration = Duration::from_secs(60);
+
 /// READY=1 once the first sample is in; then WATCHDOG=1 at half the watchdog
 /// timeout, only while the sampling loop's heartbeat is fresh.
 async fn systemd_loop(n: Arc<Notifier>, state: AppState) {
@@ -391,7 +394,10 @@ async fn systemd_loop(n: Arc<Notifier>, state: AppState) {
     loop {
         tokio::time::sleep(period).await;
         let interval = state.config().sampling.interval;
-        if heartbeat_fresh(state.heartbeat().age(), interval) {
+        let hb = state.heartbeat();
+        // A diagnostics run holds the sampling thread for a bounded time.
+        let busy = hb.busy_for().is_some_and(|d| d < MAX_BUSY);
+        if busy || heartbeat_fresh(hb.age(), interval) {
             stale_logged = false;
             if let Err(e) = n.notify("WATCHDOG=1") {
                 tracing::warn!("sd_notify WATCHDOG: {e}");

@@ -88,6 +88,11 @@ enum Msg {
         actor: String,
         reply: oneshot::Sender<Result<Applied, ApiError>>,
     },
+    Diagnostics {
+        options: wrale_hal::diag::DiagOptions,
+        actor: String,
+        reply: oneshot::Sender<wrale_hal::diag::DiagReport>,
+    },
     Hal(HalEvent),
     Stop,
 }
@@ -108,6 +113,9 @@ impl std::fmt::Debug for Msg {
                 .finish(),
             Msg::Validate { command, .. } => f.debug_tuple("Validate").field(command).finish(),
             Msg::Confirm { token, .. } => f.debug_tuple("Confirm").field(token).finish(),
+            Msg::Diagnostics { options, .. } => {
+                f.debug_tuple("Diagnostics").field(options).finish()
+            }
             Msg::Hal(e) => f.debug_tuple("Hal").field(e).finish(),
             Msg::Stop => f.write_str("Stop"),
         }
@@ -163,6 +171,28 @@ impl CommandSender {
             .map_err(|_| ApiError::unavailable("the sampling loop is not running"))?;
         rx.await
             .map_err(|_| ApiError::unavailable("the sampling loop stopped"))?
+    }
+}
+
+impl CommandSender {
+    /// Runs the hardware diagnostics on the sampling thread (sampling pauses
+    /// meanwhile; on `sim` the checks run on virtual time and return at once).
+    pub async fn diagnostics(
+        &self,
+        options: wrale_hal::diag::DiagOptions,
+        actor: &str,
+    ) -> Result<wrale_hal::diag::DiagReport, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        let actor = actor.to_owned();
+        self.tx
+            .send(Msg::Diagnostics {
+                options,
+                actor,
+                reply,
+            })
+            .map_err(|_| ApiError::unavailable("the sampling loop is not running"))?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the sampling loop stopped"))
     }
 }
 
@@ -306,6 +336,14 @@ impl Loop {
                     reply,
                 }) => {
                     let _caller_gone = reply.send(self.confirm(token, &actor));
+                }
+                Ok(Msg::Diagnostics {
+                    options,
+                    actor,
+                    reply,
+                }) => {
+                    let report = self.diagnostics(&options, &actor);
+                    let _caller_gone = reply.send(report);
                 }
                 Ok(Msg::Hal(event)) => {
                     let resample = !matches!(event, HalEvent::Edge { .. });
@@ -480,6 +518,23 @@ impl Loop {
             }
             Err(Verdict::Allowed) => Err(ApiError::internal("confirmation without a command")),
         }
+    }
+
+    /// Runs diagnostics, then lets the engine decide on a fresh sample at once, so
+    /// whatever the checks changed (fan duty, load) is put right.
+    fn diagnostics(
+        &mut self,
+        options: &wrale_hal::diag::DiagOptions,
+        actor: &str,
+    ) -> wrale_hal::diag::DiagReport {
+        tracing::info!(%actor, checks = ?options.checks, "diagnostics started");
+        let hb = self.state.heartbeat();
+        hb.set_busy(true);
+        let report = wrale_hal::diag::run(&self.board, options);
+        self.state.heartbeat().set_busy(false);
+        tracing::info!(status = ?report.status, "diagnostics finished");
+        self.tick(false);
+        report
     }
 
     /// Applies an allowed command through the HAL.

@@ -142,6 +142,9 @@ pub struct Heartbeat {
     origin: Instant,
     last_ms: AtomicU64,
     beaten: AtomicBool,
+    /// Start of a bounded job on the sampling thread (diagnostics), in ms + 1;
+    /// 0 when idle.
+    busy_since: AtomicU64,
 }
 
 impl Default for Heartbeat {
@@ -150,11 +153,29 @@ impl Default for Heartbeat {
             origin: Instant::now(),
             last_ms: AtomicU64::new(0),
             beaten: AtomicBool::new(false),
+            busy_since: AtomicU64::new(0),
         }
     }
 }
 
 impl Heartbeat {
+    /// The sampling thread starts (`true`) or ends (`false`) a long, bounded job.
+    pub fn set_busy(&self, busy: bool) {
+        let v = if busy {
+            self.origin.elapsed().as_millis() as u64 + 1
+        } else {
+            0
+        };
+        self.busy_since.store(v, Ordering::Release);
+    }
+
+    /// How long the current bounded job has been running, if any.
+    pub fn busy_for(&self) -> Option<Duration> {
+        let since = self.busy_since.load(Ordering::Acquire).checked_sub(1)?;
+        let now = self.origin.elapsed().as_millis() as u64;
+        Some(Duration::from_millis(now.saturating_sub(since)))
+    }
+
     /// The sampling loop is alive now.
     pub fn beat(&self) {
         let ms = self.origin.elapsed().as_millis() as u64;

@@ -83,6 +83,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/fan", post(set_fan))
         .route("/api/v1/fan/validate", post(validate_fan))
         .route("/api/v1/commands/confirm", post(confirm_command))
+        .route("/api/v1/diagnostics", post(diagnostics))
         .route_layer(guard(Role::Operator, false));
     let admin = Router::new()
         .route("/api/v1/config", get(effective_config))
@@ -321,6 +322,24 @@ async fn confirm_command(
     tracing::info!(token = %who.name, confirm = req.token, "command confirmation");
     let applied = s.commands.confirm(req.token, &who.name).await?;
     Ok(Json(json!(applied)))
+}
+
+/// `POST /api/v1/diagnostics`: an empty body runs every check with the default
+/// options; a JSON body gives `wrale_hal::diag::DiagOptions` (only what differs).
+async fn diagnostics(
+    State(s): State<ApiState>,
+    axum::Extension(who): axum::Extension<Principal>,
+    body: axum::body::Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let options = if body.iter().all(u8::is_ascii_whitespace) {
+        wrale_hal::diag::DiagOptions::default()
+    } else {
+        let de = &mut serde_json::Deserializer::from_slice(&body);
+        serde_path_to_error::deserialize(de)
+            .map_err(|e| ApiError::invalid_request(format!("{}: {}", e.path(), e.inner())))?
+    };
+    let report = s.commands.diagnostics(options, &who.name).await?;
+    Ok(Json(json!(report)))
 }
 
 async fn effective_config(State(s): State<ApiState>) -> Json<Value> {

@@ -347,3 +347,35 @@ async fn two_phase_fan_command_validates_then_confirms_once() {
     assert_eq!(v["error"]["rule"], "confirm.unknown_token");
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn diagnostics_run_on_the_board() {
+    let d = TestDaemon::start().await;
+    d.wait_ready().await;
+    let (status, code, _) =
+        error_code(d.post_json("/api/v1/diagnostics", Some(VIEWER), "").await).await;
+    assert_eq!((status, code.as_str()), (403, "forbidden"));
+    let resp = d.post_json("/api/v1/diagnostics", Some(OPERATOR), "").await;
+    assert_eq!(resp.status(), 200);
+    let report: Value = resp.json().await.unwrap();
+    assert_eq!(report["backend"], "sim");
+    assert!(!report["checks"].as_array().unwrap().is_empty(), "{report}");
+    assert!(report["status"].is_string());
+    let (status, code, v) = error_code(
+        d.post_json(
+            "/api/v1/diagnostics",
+            Some(OPERATOR),
+            r#"{"checks": ["nope"]}"#,
+        )
+        .await,
+    )
+    .await;
+    assert_eq!((status, code.as_str()), (400, "invalid_request"), "{v}");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("checks"),
+        "{v}"
+    );
+    // Sampling goes on afterwards.
+    assert_eq!(d.get("/health/ready", None).await.status(), 200);
+    d.stop().await.unwrap();
+}
