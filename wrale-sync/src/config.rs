@@ -32,7 +32,7 @@ pub struct DesiredConfig {
     pub throttle: Option<Celsius>,
     /// Critical threshold.
     pub critical: Option<Celsius>,
-    /// Fan profile name (`quiet`, `balanced`, `performance`, `custom`).
+    /// Fan profile name, one the device's policy engine runs: `quiet`, `balance`, `cool`, `max`.
     pub fan_profile: Option<String>,
     /// Fan curve points, sorted by temperature (for the `custom` profile).
     pub fan_curve: Option<Vec<CurvePoint>>,

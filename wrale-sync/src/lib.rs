@@ -23,6 +23,7 @@ mod config;
 mod envelope;
 mod epoch;
 mod error;
+mod policy_validator;
 mod reported;
 mod schema;
 mod session;
@@ -39,6 +40,7 @@ pub use config::{
 pub use envelope::{Envelope, EnvelopeError, FrameKind};
 pub use epoch::{Adoption, Compaction, KEPT_CLOCKS};
 pub use error::{Error, Result};
+pub use policy_validator::PolicyValidator;
 pub use reported::{ConfigStatus, Health, ReportPolicy, Reported, ReportedUpdate};
 pub use schema::{
     Candidate, Conflict, FieldPath, FieldPolicy, FieldValue, SCHEMA_VERSION, Section, policy_for,

@@ -70,7 +70,7 @@ fn device_edits_offline_across_an_epoch_change() {
         .edit_desired(
             |c| {
                 c.warn = Some(Celsius(70.0));
-                c.fan_profile = Some("balanced".into());
+                c.fan_profile = Some("balance".into());
                 c.workloads.insert("agent".into());
             },
             &alice(),
@@ -168,7 +168,7 @@ fn device_edits_offline_across_an_epoch_change() {
 fn concurrent_fleet_wins_edit_across_epoch_keeps_the_fleet_value() {
     let mut brain = Twin::new(&info(), fleet(), t(0)).unwrap();
     brain
-        .edit_desired(|c| c.fan_profile = Some("balanced".into()), &alice(), t(1))
+        .edit_desired(|c| c.fan_profile = Some("balance".into()), &alice(), t(1))
         .unwrap();
     let mut device = Twin::load(&brain.save(), dev()).unwrap();
     device
@@ -179,11 +179,7 @@ fn concurrent_fleet_wins_edit_across_epoch_keeps_the_fleet_value() {
         )
         .unwrap();
     brain
-        .edit_desired(
-            |c| c.fan_profile = Some("performance".into()),
-            &alice(),
-            t(2),
-        )
+        .edit_desired(|c| c.fan_profile = Some("cool".into()), &alice(), t(2))
         .unwrap();
     brain.compact(&fleet(), t(3)).unwrap();
     let a = device.adopt_epoch(&brain.save(), t(4)).unwrap();
@@ -192,7 +188,7 @@ fn concurrent_fleet_wins_edit_across_epoch_keeps_the_fleet_value() {
     brain.merge(&mut b2).unwrap();
     assert_eq!(
         brain.desired().unwrap().fan_profile.as_deref(),
-        Some("performance"),
+        Some("cool"),
         "fleet-wins: the concurrent fleet value stays"
     );
     assert_eq!(

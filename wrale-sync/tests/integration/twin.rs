@@ -165,7 +165,7 @@ fn concurrent_edits_resolve_by_field_policy_on_every_peer() {
         |c| {
             c.warn = Some(Celsius(70.0));
             c.min_fan_duty = Some(Percent::new(20.0).unwrap());
-            c.fan_profile = Some("balanced".into());
+            c.fan_profile = Some("balance".into());
             c.gpio_outputs.insert(17, Level::High);
         },
         &alice(),
@@ -194,7 +194,7 @@ fn concurrent_edits_resolve_by_field_policy_on_every_peer() {
             Some(20.0),
             "safety-first: higher duty"
         );
-        assert_eq!(c.fan_profile.as_deref(), Some("balanced"), "fleet-wins");
+        assert_eq!(c.fan_profile.as_deref(), Some("balance"), "fleet-wins");
         assert_eq!(c.gpio_outputs.get(&17), Some(&Level::Low), "device-wins");
     }
     assert_eq!(f.heads(), d.heads());
