@@ -3,7 +3,8 @@
 //! ```text
 //! byte 0      'W' (0x57)           magic
 //! byte 1      version (1)
-//! byte 2      kind: 1 sync message, 2 epoch snapshot, 3 epoch request
+//! byte 2      kind: 1 sync message, 2 epoch snapshot, 3 epoch request,
+//!             4 telemetry, 5 telemetry ack
 //! LEB128      epoch of the sender's document
 //! u8 + bytes  document id (1-64 bytes of a-z 0-9 - . : _)
 //! rest        payload (an automerge sync message, a saved document, or empty)
@@ -30,6 +31,10 @@ pub enum FrameKind {
     EpochSnapshot,
     /// "I am on epoch `epoch` and saw a newer one: send me the snapshot."
     EpochRequest,
+    /// Telemetry records from the device's ring (see `agent`); never reaches a twin.
+    Telemetry,
+    /// The peer's acknowledgement of a [`FrameKind::Telemetry`] frame.
+    TelemetryAck,
 }
 
 impl FrameKind {
@@ -38,6 +43,8 @@ impl FrameKind {
             FrameKind::Sync => 1,
             FrameKind::EpochSnapshot => 2,
             FrameKind::EpochRequest => 3,
+            FrameKind::Telemetry => 4,
+            FrameKind::TelemetryAck => 5,
         }
     }
 }
@@ -175,6 +182,8 @@ impl Envelope {
             1 => FrameKind::Sync,
             2 => FrameKind::EpochSnapshot,
             3 => FrameKind::EpochRequest,
+            4 => FrameKind::Telemetry,
+            5 => FrameKind::TelemetryAck,
             k => return Err(EnvelopeError::UnknownKind(k)),
         };
         let mut pos = 3;

@@ -18,6 +18,8 @@
 //!
 //! See `docs/sync.md` for the schema, the merge rules per field and the size budget.
 
+#[cfg(feature = "agent")]
+pub mod agent;
 mod author;
 mod config;
 mod envelope;
@@ -32,6 +34,11 @@ pub mod telemetry;
 pub mod transport;
 mod twin;
 
+#[cfg(feature = "agent")]
+pub use agent::{
+    Agent, AgentConfig, AgentHandle, AgentMode, AgentStatus, Backoff, Connector, FnConnector,
+    TelemetrySource,
+};
 pub use author::{Author, AuthorKind};
 pub use config::{
     BoardFloorValidator, ConfigValidator, CurvePoint, DesiredConfig, PartialConfig, Rejection,

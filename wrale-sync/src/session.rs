@@ -204,6 +204,9 @@ impl SyncSession {
                     ))
                 }
             }
+            FrameKind::Telemetry | FrameKind::TelemetryAck => Ok(Received::Ignored(
+                "telemetry frame: not for the sync session",
+            )),
         }
     }
 }

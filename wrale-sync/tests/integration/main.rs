@@ -1,5 +1,7 @@
 //! wrale-sync integration tests (one binary, modules per area).
 
+#[cfg(feature = "agent")]
+mod agent;
 mod common;
 mod convergence;
 mod epoch;

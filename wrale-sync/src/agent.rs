@@ -1,0 +1,742 @@
+//! The edge agent: keeps a device's twin in sync with the fleet over any
+//! [`Transport`], validates every desired config it receives, ships telemetry
+//! at least once, and reconnects with capped exponential backoff and full jitter.
+//!
+//! Ownership: the twin lives in an `Arc<std::sync::Mutex<Twin>>` shared by the
+//! [`Agent`] (the task that runs [`Agent::run`]) and any number of
+//! [`AgentHandle`]s held by the host (metald, the bindings). The lock is only
+//! held for synchronous twin operations, never across an `await`. The host edits
+//! through [`AgentHandle::edit`], which wakes the agent so the change is sent at
+//! once (or merged after the next reconnect when the fleet is unreachable).
+//!
+//! The agent reports to the host through two `watch` channels: the latest
+//! [`ConfigVerdict`] on the desired config, and [`AgentStatus`] (mode and
+//! connection counters for `/metrics`).
+//!
+//! Telemetry frames ([`FrameKind::Telemetry`]) carry a sequence number and the
+//! raw records of one batch from a [`TelemetrySource`]; the batch is
+//! acknowledged with the sequence number ([`FrameKind::TelemetryAck`]) and only
+//! then removed from the source. One batch is in flight at a time; a batch
+//! unacknowledged when the link drops is sent again on the next connection.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{Notify, watch};
+use tokio_util::sync::CancellationToken;
+use wrale_core::Timestamp;
+
+use crate::config::ConfigValidator;
+use crate::envelope::{Envelope, FrameKind, read_varint, write_varint};
+use crate::error::{Error, Result};
+use crate::schema::{FieldValue, Section};
+use crate::session::{Received, SyncSession};
+use crate::store::{Store, persist};
+use crate::telemetry::ring::{Cursor, RingBuffer};
+use crate::transport::Transport;
+use crate::twin::{ConfigVerdict, Twin};
+
+/// Capped exponential backoff with full jitter: the delay before retry number
+/// `attempt` (0-based) is uniform in `[0, min(max, initial * factor^attempt)]`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// Ceiling of the first delay.
+    pub initial: Duration,
+    /// Largest ceiling.
+    pub max: Duration,
+    /// Growth factor of the ceiling per failed attempt (at least 1).
+    pub factor: f64,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(500),
+            max: Duration::from_secs(60),
+            factor: 2.0,
+        }
+    }
+}
+
+impl Backoff {
+    /// The ceiling of the delay before retry number `attempt`.
+    pub fn ceiling(&self, attempt: u32) -> Duration {
+        let factor = self.factor.max(1.0);
+        let exp = factor.powi(attempt.min(64) as i32);
+        let secs = self.initial.as_secs_f64() * exp;
+        if !secs.is_finite() || secs >= self.max.as_secs_f64() {
+            self.max
+        } else {
+            Duration::from_secs_f64(secs)
+        }
+    }
+
+    /// A jittered delay before retry number `attempt`, uniform in
+    /// `[0, ceiling(attempt)]`.
+    pub fn delay(&self, attempt: u32, rng: &mut impl Rng) -> Duration {
+        let ceiling = self.ceiling(attempt).as_nanos().min(u128::from(u64::MAX)) as u64;
+        Duration::from_nanos(rng.random_range(0..=ceiling))
+    }
+}
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// The peer's name: the key of its saved sync state in the store.
+    pub peer: String,
+    /// Reconnect backoff.
+    pub backoff: Backoff,
+    /// Seed of the jitter RNG (`None`: seeded from the clock).
+    pub seed: Option<u64>,
+    /// Passed to [`persist`]: a fresh snapshot after this many appended chunks.
+    pub snapshot_every: usize,
+    /// Most telemetry records per frame.
+    pub telemetry_batch: usize,
+    /// How often the telemetry source is polled while connected.
+    pub telemetry_interval: Duration,
+}
+
+impl Default for AgentConfig {
+    fn default() -> Self {
+        Self {
+            peer: "fleet".into(),
+            backoff: Backoff::default(),
+            seed: None,
+            snapshot_every: 64,
+            telemetry_batch: 256,
+            telemetry_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// The agent's mode. Safe mode (hardware) belongs to metald, not here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AgentMode {
+    /// Connected, and the peer has answered on this connection.
+    Normal,
+    /// The fleet is unreachable (or not yet reached): the device keeps running on
+    /// the last desired state, accepts local edits and merges them later.
+    #[default]
+    Degraded,
+}
+
+/// Connection state and counters, for the host's `/metrics`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AgentStatus {
+    /// Current mode.
+    pub mode: AgentMode,
+    /// Whether a transport is open.
+    pub connected: bool,
+    /// When the last valid sync frame from the peer was applied.
+    pub last_sync: Option<Timestamp>,
+    /// Local changes the peer has not acknowledged yet.
+    pub sync_lag: usize,
+    /// Connections lost (or failed) and retried.
+    pub reconnects: u64,
+    /// The last backoff delay slept.
+    pub last_backoff: Option<Duration>,
+    /// Frames from the peer that were rejected (malformed, wrong device).
+    pub frames_rejected: u64,
+    /// Sync bytes sent over all connections.
+    pub bytes_sent: u64,
+    /// Sync bytes received over all connections.
+    pub bytes_received: u64,
+    /// Telemetry frames sent (including re-sends).
+    pub telemetry_sent: u64,
+    /// Telemetry records acknowledged by the peer (and removed from the source).
+    pub telemetry_acked: u64,
+    /// The last error (connect, transport, store), for logs.
+    pub last_error: Option<String>,
+}
+
+/// Opens a transport to the fleet; called on every (re)connect.
+#[async_trait]
+pub trait Connector: Send {
+    /// A fresh link, or an error when the fleet is unreachable.
+    async fn connect(&mut self) -> Result<Box<dyn Transport>>;
+}
+
+/// The future a [`FnConnector`] closure returns.
+pub type ConnectFuture = Pin<Box<dyn Future<Output = Result<Box<dyn Transport>>> + Send>>;
+
+/// A [`Connector`] from a closure (tests hand out in-memory links this way).
+pub struct FnConnector<F>(pub F);
+
+impl<F> std::fmt::Debug for FnConnector<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FnConnector")
+    }
+}
+
+#[async_trait]
+impl<F> Connector for FnConnector<F>
+where
+    F: FnMut() -> ConnectFuture + Send,
+{
+    async fn connect(&mut self) -> Result<Box<dyn Transport>> {
+        (self.0)().await
+    }
+}
+
+/// Connects with [`crate::transport::WsTransport::connect`] to a `ws://` URL.
+#[cfg(feature = "ws")]
+#[derive(Debug, Clone)]
+pub struct WsConnector {
+    /// The fleet's sync URL.
+    pub url: String,
+}
+
+#[cfg(feature = "ws")]
+#[async_trait]
+impl Connector for WsConnector {
+    async fn connect(&mut self) -> Result<Box<dyn Transport>> {
+        let t = crate::transport::WsTransport::connect(&self.url).await?;
+        Ok(Box::new(t))
+    }
+}
+
+/// Where telemetry batches come from. Records are opaque (typically
+/// [`crate::telemetry::encode_batch`] outputs); the cursor marks the end of a
+/// batch and is passed back once the peer acknowledged it.
+pub trait TelemetrySource: Send {
+    /// Up to `max` records not yet acknowledged, oldest first, and the cursor
+    /// just after them.
+    fn peek(&mut self, max: usize) -> Result<(Vec<Vec<u8>>, Cursor)>;
+    /// Removes everything before `cursor`.
+    fn ack(&mut self, cursor: Cursor) -> Result<()>;
+}
+
+impl TelemetrySource for RingBuffer {
+    fn peek(&mut self, max: usize) -> Result<(Vec<Vec<u8>>, Cursor)> {
+        RingBuffer::peek(self, max)
+    }
+    fn ack(&mut self, cursor: Cursor) -> Result<()> {
+        RingBuffer::ack(self, cursor)
+    }
+}
+
+/// A ring shared with the host, which pushes while the agent ships.
+impl TelemetrySource for Arc<Mutex<RingBuffer>> {
+    fn peek(&mut self, max: usize) -> Result<(Vec<Vec<u8>>, Cursor)> {
+        lock(self).peek(max)
+    }
+    fn ack(&mut self, cursor: Cursor) -> Result<()> {
+        lock(self).ack(cursor)
+    }
+}
+
+/// Encodes a telemetry frame: sequence number, then each record as LEB128
+/// length + bytes.
+pub fn encode_telemetry(doc: &str, epoch: u64, seq: u64, records: &[Vec<u8>]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    write_varint(&mut payload, seq);
+    for r in records {
+        write_varint(&mut payload, r.len() as u64);
+        payload.extend_from_slice(r);
+    }
+    Envelope::new(FrameKind::Telemetry, doc, epoch, payload).encode()
+}
+
+/// Decodes the payload of a [`FrameKind::Telemetry`] frame into its sequence
+/// number and records.
+pub fn decode_telemetry(payload: &[u8]) -> Result<(u64, Vec<Vec<u8>>)> {
+    let bad = |reason: &str| Error::Telemetry(format!("telemetry frame: {reason}"));
+    let mut pos = 0;
+    let seq = read_varint(payload, &mut pos).ok_or_else(|| bad("bad sequence number"))?;
+    let mut records = Vec::new();
+    while pos < payload.len() {
+        let len = read_varint(payload, &mut pos).ok_or_else(|| bad("bad record length"))?;
+        let len = usize::try_from(len).map_err(|_| bad("record too long"))?;
+        let end = pos
+            .checked_add(len)
+            .filter(|e| *e <= payload.len())
+            .ok_or_else(|| bad("record cut off"))?;
+        records.push(payload[pos..end].to_vec());
+        pos = end;
+    }
+    Ok((seq, records))
+}
+
+/// Encodes the acknowledgement of telemetry frame `seq`.
+pub fn encode_telemetry_ack(doc: &str, epoch: u64, seq: u64) -> Vec<u8> {
+    let mut payload = Vec::new();
+    write_varint(&mut payload, seq);
+    Envelope::new(FrameKind::TelemetryAck, doc, epoch, payload).encode()
+}
+
+/// Decodes the payload of a [`FrameKind::TelemetryAck`] frame.
+pub fn decode_telemetry_ack(payload: &[u8]) -> Result<u64> {
+    let mut pos = 0;
+    let seq = read_varint(payload, &mut pos)
+        .ok_or_else(|| Error::Telemetry("telemetry ack: bad sequence number".into()))?;
+    if pos != payload.len() {
+        return Err(Error::Telemetry("telemetry ack: trailing bytes".into()));
+    }
+    Ok(seq)
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn now() -> Timestamp {
+    Timestamp::from_system(SystemTime::now())
+}
+
+/// The host's side of a running agent. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct AgentHandle {
+    twin: Arc<Mutex<Twin>>,
+    changed: Arc<Notify>,
+    verdict: watch::Receiver<Option<ConfigVerdict>>,
+    status: watch::Receiver<AgentStatus>,
+}
+
+impl AgentHandle {
+    /// Edits the twin (local operator or device writes) and wakes the agent so
+    /// the change is synced (now, or after the next reconnect).
+    pub fn edit<R>(&self, f: impl FnOnce(&mut Twin) -> R) -> R {
+        let r = f(&mut lock(&self.twin));
+        self.changed.notify_one();
+        r
+    }
+
+    /// Reads the twin (`&mut` because some reads, like heads, need it; changes
+    /// made here are not announced: use [`AgentHandle::edit`] for writes).
+    pub fn with_twin<R>(&self, f: impl FnOnce(&mut Twin) -> R) -> R {
+        f(&mut lock(&self.twin))
+    }
+
+    /// The verdict on the current desired config (`None` before the first one).
+    pub fn verdicts(&self) -> watch::Receiver<Option<ConfigVerdict>> {
+        self.verdict.clone()
+    }
+
+    /// Mode and connection counters.
+    pub fn status(&self) -> watch::Receiver<AgentStatus> {
+        self.status.clone()
+    }
+}
+
+/// Why a connection ended.
+enum Ended {
+    Cancelled,
+    Lost,
+}
+
+/// The edge agent. Build with [`Agent::new`], run with [`Agent::run`].
+pub struct Agent {
+    twin: Arc<Mutex<Twin>>,
+    changed: Arc<Notify>,
+    store: Box<dyn Store>,
+    connector: Box<dyn Connector>,
+    validator: Box<dyn ConfigValidator + Send>,
+    telemetry: Option<Box<dyn TelemetrySource>>,
+    config: AgentConfig,
+    rng: SmallRng,
+    verdict_tx: watch::Sender<Option<ConfigVerdict>>,
+    status_tx: watch::Sender<AgentStatus>,
+    last_desired: Option<std::collections::BTreeMap<String, FieldValue>>,
+    telemetry_seq: u64,
+}
+
+impl std::fmt::Debug for Agent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Agent")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Agent {
+    /// An agent for `twin` (load it with [`crate::store::load_twin`] first),
+    /// persisting to `store`, reaching the fleet through `connector` and
+    /// validating desired configs with `validator`.
+    pub fn new(
+        twin: Twin,
+        store: Box<dyn Store>,
+        connector: Box<dyn Connector>,
+        validator: Box<dyn ConfigValidator + Send>,
+        config: AgentConfig,
+    ) -> (Agent, AgentHandle) {
+        let seed = config.seed.unwrap_or_else(|| {
+            SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map(|d| d.as_nanos() as u64)
+                .unwrap_or(0x5eed)
+        });
+        let twin = Arc::new(Mutex::new(twin));
+        let changed = Arc::new(Notify::new());
+        let (verdict_tx, verdict) = watch::channel(None);
+        let (status_tx, status) = watch::channel(AgentStatus::default());
+        let handle = AgentHandle {
+            twin: twin.clone(),
+            changed: changed.clone(),
+            verdict,
+            status,
+        };
+        let agent = Agent {
+            twin,
+            changed,
+            store,
+            connector,
+            validator,
+            telemetry: None,
+            config,
+            rng: SmallRng::seed_from_u64(seed),
+            verdict_tx,
+            status_tx,
+            last_desired: None,
+            telemetry_seq: 0,
+        };
+        (agent, handle)
+    }
+
+    /// Ships telemetry from `source` while connected.
+    pub fn with_telemetry(mut self, source: Box<dyn TelemetrySource>) -> Agent {
+        self.telemetry = Some(source);
+        self
+    }
+
+    fn status(&self, f: impl FnOnce(&mut AgentStatus)) {
+        self.status_tx.send_modify(f);
+    }
+
+    /// Runs until `shutdown` completes (a signal, a test's oneshot...).
+    pub async fn run_until(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+        let token = CancellationToken::new();
+        let run = self.run(token.clone());
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => r,
+            () = shutdown => {
+                token.cancel();
+                run.await
+            }
+        }
+    }
+
+    /// Runs until `cancel` fires: connects, syncs, reconnects with backoff. Returns
+    /// `Ok` on cancellation after persisting; an error only when the store fails
+    /// at startup.
+    pub async fn run(mut self, cancel: CancellationToken) -> Result<()> {
+        // Run on the last desired state from the start (degraded until connected).
+        self.after_change(now())?;
+        let mut attempt: u32 = 0;
+        loop {
+            if cancel.is_cancelled() {
+                return Ok(());
+            }
+            let connected = tokio::select! {
+                () = cancel.cancelled() => return Ok(()),
+                r = self.connector.connect() => r,
+            };
+            match connected {
+                Ok(transport) => {
+                    self.status(|s| s.connected = true);
+                    let (ended, progressed) = self.serve(transport, &cancel).await;
+                    self.status(|s| {
+                        s.connected = false;
+                        s.mode = AgentMode::Degraded;
+                    });
+                    if progressed {
+                        attempt = 0;
+                    }
+                    match ended {
+                        Ok(Ended::Cancelled) => return Ok(()),
+                        Ok(Ended::Lost) => {}
+                        Err(e) => self.status(|s| s.last_error = Some(e.to_string())),
+                    }
+                }
+                Err(e) => self.status(|s| {
+                    s.mode = AgentMode::Degraded;
+                    s.last_error = Some(e.to_string());
+                }),
+            }
+            let delay = self.config.backoff.delay(attempt, &mut self.rng);
+            attempt = attempt.saturating_add(1);
+            self.status(|s| {
+                s.reconnects += 1;
+                s.last_backoff = Some(delay);
+            });
+            let sleep = tokio::time::sleep(delay);
+            tokio::pin!(sleep);
+            loop {
+                tokio::select! {
+                    () = cancel.cancelled() => return Ok(()),
+                    () = &mut sleep => break,
+                    () = self.changed.notified() => {
+                        // Degraded: local edits are validated, kept and merged later.
+                        if let Err(e) = self.offline_change() {
+                            self.status(|s| s.last_error = Some(e.to_string()));
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    /// A local edit while disconnected: evaluate, persist, count the lag against
+    /// the peer's saved sync state.
+    fn offline_change(&mut self) -> Result<()> {
+        self.after_change(now())?;
+        let mut twin = lock(&self.twin);
+        let doc = twin.device().to_string();
+        let saved = self
+            .store
+            .sync_state(&doc, &self.config.peer)?
+            .unwrap_or_default();
+        let lag = Self::lag(&mut twin, &saved);
+        self.status(|s| s.sync_lag = lag);
+        Ok(())
+    }
+
+    /// Checks whether `desired` moved; if so evaluates it and publishes the verdict.
+    /// Persists the twin either way.
+    fn after_change(&mut self, at: Timestamp) -> Result<()> {
+        let mut twin = lock(&self.twin);
+        let desired = twin.fields(Section::Desired)?;
+        if self.last_desired.as_ref() != Some(&desired) {
+            let verdict = twin.evaluate_desired(self.validator.as_ref(), at)?;
+            self.last_desired = Some(desired);
+            self.verdict_tx.send_replace(Some(verdict));
+        }
+        persist(self.store.as_mut(), &mut twin, self.config.snapshot_every)
+    }
+
+    fn lag(twin: &mut Twin, saved: &[u8]) -> usize {
+        let mut pos = 0;
+        let shared = read_varint(saved, &mut pos)
+            .and_then(|_| automerge::sync::State::decode(&saved[pos..]).ok())
+            .map(|s| s.shared_heads)
+            .unwrap_or_default();
+        twin.doc.get_changes(&shared).len()
+    }
+
+    /// Persists the sync state and updates the counters.
+    fn save_session(&mut self, session: &SyncSession) -> Result<()> {
+        let saved = session.saved_state();
+        let doc = {
+            let mut twin = lock(&self.twin);
+            let lag = Self::lag(&mut twin, &saved);
+            self.status(|s| s.sync_lag = lag);
+            twin.device().to_string()
+        };
+        self.store.put_sync_state(&doc, &self.config.peer, &saved)
+    }
+
+    /// Frames the session wants to send now.
+    fn outgoing(&self, session: &mut SyncSession) -> Vec<Vec<u8>> {
+        let mut twin = lock(&self.twin);
+        let mut out = Vec::new();
+        while let Some(f) = session.generate(&mut twin) {
+            out.push(f);
+        }
+        out
+    }
+
+    async fn flush(
+        &mut self,
+        session: &mut SyncSession,
+        transport: &mut dyn Transport,
+    ) -> Result<()> {
+        for f in self.outgoing(session) {
+            let n = f.len() as u64;
+            transport.send(f).await?;
+            self.status(|s| s.bytes_sent += n);
+        }
+        Ok(())
+    }
+
+    /// Sends the next telemetry batch when none is in flight.
+    async fn ship_telemetry(
+        &mut self,
+        in_flight: &mut Option<(u64, Cursor, usize)>,
+        transport: &mut dyn Transport,
+    ) -> Result<()> {
+        if in_flight.is_some() {
+            return Ok(());
+        }
+        let Some(source) = self.telemetry.as_mut() else {
+            return Ok(());
+        };
+        let (records, cursor) = source.peek(self.config.telemetry_batch.max(1))?;
+        if records.is_empty() {
+            return Ok(());
+        }
+        self.telemetry_seq += 1;
+        let seq = self.telemetry_seq;
+        let (doc, epoch) = {
+            let twin = lock(&self.twin);
+            (twin.device().to_string(), twin.epoch())
+        };
+        transport
+            .send(encode_telemetry(&doc, epoch, seq, &records))
+            .await?;
+        *in_flight = Some((seq, cursor, records.len()));
+        self.status(|s| s.telemetry_sent += 1);
+        Ok(())
+    }
+
+    /// Handles one frame from the peer; `Ok(true)` when the twin changed.
+    fn receive(
+        &mut self,
+        session: &mut SyncSession,
+        frame: &[u8],
+        in_flight: &mut Option<(u64, Cursor, usize)>,
+    ) -> Result<bool> {
+        let at = now();
+        self.status(|s| s.bytes_received += frame.len() as u64);
+        if let Ok(env) = Envelope::decode(frame) {
+            if env.kind == FrameKind::TelemetryAck {
+                let ours = lock(&self.twin).device().to_string();
+                if env.doc != ours {
+                    return Err(Error::WrongDevice {
+                        ours,
+                        theirs: env.doc,
+                    });
+                }
+                let seq = decode_telemetry_ack(&env.payload)?;
+                if let Some((want, cursor, n)) = *in_flight
+                    && want == seq
+                {
+                    if let Some(source) = self.telemetry.as_mut() {
+                        source.ack(cursor)?;
+                    }
+                    *in_flight = None;
+                    self.status(|s| s.telemetry_acked += n as u64);
+                }
+                return Ok(false);
+            }
+        }
+        let (received, epoch_switch) = {
+            let mut twin = lock(&self.twin);
+            let old_epoch = twin.epoch();
+            let r = session.receive(&mut twin, frame, at)?;
+            let switch = match &r {
+                Received::Adopted(a) => a
+                    .archived
+                    .as_ref()
+                    .map(|archived| (old_epoch, archived.clone(), a.new_epoch, twin.save())),
+                _ => None,
+            };
+            (r, switch)
+        };
+        if let Some((old, archived, new, snapshot)) = epoch_switch {
+            let doc = lock(&self.twin).device().to_string();
+            self.store
+                .switch_epoch(&doc, old, &archived, new, &snapshot)?;
+        }
+        let changed = match received {
+            Received::Applied { changed } => {
+                self.status(|s| {
+                    s.last_sync = Some(at);
+                    s.mode = AgentMode::Normal;
+                });
+                changed
+            }
+            Received::Adopted(_) => {
+                self.status(|s| {
+                    s.last_sync = Some(at);
+                    s.mode = AgentMode::Normal;
+                });
+                true
+            }
+            Received::Ignored(_) => false,
+        };
+        Ok(changed)
+    }
+
+    /// Serves one connection; returns how it ended and whether any frame from
+    /// the peer was accepted (which resets the backoff).
+    async fn serve(
+        &mut self,
+        mut transport: Box<dyn Transport>,
+        cancel: &CancellationToken,
+    ) -> (Result<Ended>, bool) {
+        let mut progressed = false;
+        let r = self
+            .serve_inner(transport.as_mut(), cancel, &mut progressed)
+            .await;
+        (r, progressed)
+    }
+
+    async fn serve_inner(
+        &mut self,
+        transport: &mut dyn Transport,
+        cancel: &CancellationToken,
+        progressed: &mut bool,
+    ) -> Result<Ended> {
+        let mut session = {
+            let twin = lock(&self.twin);
+            let doc = twin.device().to_string();
+            match self.store.sync_state(&doc, &self.config.peer)? {
+                // A state that does not decode is dropped: a fresh session is
+                // always correct, only larger.
+                Some(saved) => SyncSession::with_saved_state(&twin, &self.config.peer, &saved)
+                    .unwrap_or_else(|_| SyncSession::new(&twin, &self.config.peer)),
+                None => SyncSession::new(&twin, &self.config.peer),
+            }
+        };
+        let mut in_flight: Option<(u64, Cursor, usize)> = None;
+        let mut tick =
+            tokio::time::interval(self.config.telemetry_interval.max(Duration::from_millis(1)));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        self.flush(&mut session, transport).await?;
+        loop {
+            enum Event {
+                Frame(Option<Vec<u8>>),
+                Local,
+                Tick,
+            }
+            let ev = tokio::select! {
+                () = cancel.cancelled() => {
+                    self.save_session(&session)?;
+                    return Ok(Ended::Cancelled);
+                }
+                r = transport.recv() => Event::Frame(r?),
+                () = self.changed.notified() => Event::Local,
+                _ = tick.tick() => Event::Tick,
+            };
+            match ev {
+                Event::Frame(None) => {
+                    self.save_session(&session)?;
+                    return Ok(Ended::Lost);
+                }
+                Event::Frame(Some(frame)) => {
+                    match self.receive(&mut session, &frame, &mut in_flight) {
+                        Ok(changed) => {
+                            *progressed = true;
+                            if changed {
+                                self.after_change(now())?;
+                            }
+                        }
+                        Err(e) => {
+                            // The twin is untouched; keep the link.
+                            self.status(|s| {
+                                s.frames_rejected += 1;
+                                s.last_error = Some(e.to_string());
+                            });
+                        }
+                    }
+                    self.flush(&mut session, transport).await?;
+                    self.save_session(&session)?;
+                    self.ship_telemetry(&mut in_flight, transport).await?;
+                }
+                Event::Local => {
+                    self.after_change(now())?;
+                    self.flush(&mut session, transport).await?;
+                    self.save_session(&session)?;
+                }
+                Event::Tick => {
+                    self.ship_telemetry(&mut in_flight, transport).await?;
+                }
+            }
+        }
+    }
+}
