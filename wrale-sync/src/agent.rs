@@ -99,6 +99,10 @@ pub struct AgentConfig {
     pub telemetry_batch: usize,
     /// How often the telemetry source is polled while connected.
     pub telemetry_interval: Duration,
+    /// When nothing arrived from the peer for this long, the session is reset
+    /// and offers its heads again (recovers from a lost frame; doubles as a
+    /// heartbeat), and an unacknowledged telemetry batch is sent again.
+    pub resync_after: Duration,
 }
 
 impl Default for AgentConfig {
@@ -110,6 +114,7 @@ impl Default for AgentConfig {
             snapshot_every: 64,
             telemetry_batch: 256,
             telemetry_interval: Duration::from_secs(1),
+            resync_after: Duration::from_secs(15),
         }
     }
 }
@@ -323,6 +328,15 @@ impl AgentHandle {
     }
 }
 
+/// A telemetry batch sent and not yet acknowledged.
+#[derive(Debug, Clone, Copy)]
+struct InFlight {
+    seq: u64,
+    cursor: Cursor,
+    records: usize,
+    sent: tokio::time::Instant,
+}
+
 /// Why a connection ended.
 enum Ended {
     Cancelled,
@@ -447,6 +461,10 @@ impl Agent {
                     if progressed {
                         attempt = 0;
                     }
+                    // Edits made while the link was failing count as lag too.
+                    if let Err(e) = self.offline_change() {
+                        self.status(|s| s.last_error = Some(e.to_string()));
+                    }
                     match ended {
                         Ok(Ended::Cancelled) => return Ok(()),
                         Ok(Ended::Lost) => {}
@@ -556,7 +574,7 @@ impl Agent {
     /// Sends the next telemetry batch when none is in flight.
     async fn ship_telemetry(
         &mut self,
-        in_flight: &mut Option<(u64, Cursor, usize)>,
+        in_flight: &mut Option<InFlight>,
         transport: &mut dyn Transport,
     ) -> Result<()> {
         if in_flight.is_some() {
@@ -578,18 +596,24 @@ impl Agent {
         transport
             .send(encode_telemetry(&doc, epoch, seq, &records))
             .await?;
-        *in_flight = Some((seq, cursor, records.len()));
+        *in_flight = Some(InFlight {
+            seq,
+            cursor,
+            records: records.len(),
+            sent: tokio::time::Instant::now(),
+        });
         self.status(|s| s.telemetry_sent += 1);
         Ok(())
     }
 
-    /// Handles one frame from the peer; `Ok(true)` when the twin changed.
+    /// Handles one frame from the peer: `Ok(Some(changed))` for a sync frame,
+    /// `Ok(None)` for a telemetry ack.
     fn receive(
         &mut self,
         session: &mut SyncSession,
         frame: &[u8],
-        in_flight: &mut Option<(u64, Cursor, usize)>,
-    ) -> Result<bool> {
+        in_flight: &mut Option<InFlight>,
+    ) -> Result<Option<bool>> {
         let at = now();
         self.status(|s| s.bytes_received += frame.len() as u64);
         if let Ok(env) = Envelope::decode(frame) {
@@ -602,16 +626,16 @@ impl Agent {
                     });
                 }
                 let seq = decode_telemetry_ack(&env.payload)?;
-                if let Some((want, cursor, n)) = *in_flight
-                    && want == seq
+                if let Some(f) = *in_flight
+                    && f.seq == seq
                 {
                     if let Some(source) = self.telemetry.as_mut() {
-                        source.ack(cursor)?;
+                        source.ack(f.cursor)?;
                     }
                     *in_flight = None;
-                    self.status(|s| s.telemetry_acked += n as u64);
+                    self.status(|s| s.telemetry_acked += f.records as u64);
                 }
-                return Ok(false);
+                return Ok(None);
             }
         }
         let (received, epoch_switch) = {
@@ -649,7 +673,7 @@ impl Agent {
             }
             Received::Ignored(_) => false,
         };
-        Ok(changed)
+        Ok(Some(changed))
     }
 
     /// Serves one connection; returns how it ended and whether any frame from
@@ -683,11 +707,12 @@ impl Agent {
                 None => SyncSession::new(&twin, &self.config.peer),
             }
         };
-        let mut in_flight: Option<(u64, Cursor, usize)> = None;
+        let mut in_flight: Option<InFlight> = None;
         let mut tick =
             tokio::time::interval(self.config.telemetry_interval.max(Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.flush(&mut session, transport).await?;
+        let mut last_rx = tokio::time::Instant::now();
         loop {
             enum Event {
                 Frame(Option<Vec<u8>>),
@@ -712,7 +737,11 @@ impl Agent {
                     match self.receive(&mut session, &frame, &mut in_flight) {
                         Ok(changed) => {
                             *progressed = true;
-                            if changed {
+                            if changed.is_some() {
+                                // Only sync traffic proves the session is alive.
+                                last_rx = tokio::time::Instant::now();
+                            }
+                            if changed == Some(true) {
                                 self.after_change(now())?;
                             }
                         }
@@ -734,6 +763,16 @@ impl Agent {
                     self.save_session(&session)?;
                 }
                 Event::Tick => {
+                    let quiet = self.config.resync_after;
+                    if in_flight.is_some_and(|f| f.sent.elapsed() >= quiet) {
+                        // Never acknowledged: send the records again (new number).
+                        in_flight = None;
+                    }
+                    if last_rx.elapsed() >= quiet {
+                        session.reset();
+                        self.flush(&mut session, transport).await?;
+                        last_rx = tokio::time::Instant::now();
+                    }
                     self.ship_telemetry(&mut in_flight, transport).await?;
                 }
             }

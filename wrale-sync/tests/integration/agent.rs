@@ -93,6 +93,8 @@ struct Brain {
     saved: Arc<Mutex<Option<Vec<u8>>>>,
     telemetry: Arc<Mutex<Vec<Vec<u8>>>>,
     ack: Arc<AtomicBool>,
+    /// Reset the session after this long without a frame (lossy links).
+    resync: Option<Duration>,
 }
 
 impl Brain {
@@ -103,6 +105,7 @@ impl Brain {
             saved: Arc::default(),
             telemetry: Arc::default(),
             ack: Arc::new(AtomicBool::new(true)),
+            resync: None,
         }
     }
 
@@ -149,6 +152,13 @@ impl Brain {
                         _ => return,
                     },
                     () = b.changed.notified() => continue,
+                    // Quiet for a while: forget in-flight state (a lost frame
+                    // otherwise leaves both sides waiting), as a fleet peer does.
+                    () = tokio::time::sleep(b.resync.unwrap_or(Duration::MAX)),
+                        if b.resync.is_some() => {
+                        s.reset();
+                        continue;
+                    }
                 };
                 let env = Envelope::decode(&frame).expect("the agent sends valid frames");
                 if env.kind == FrameKind::Telemetry {
@@ -165,6 +175,17 @@ impl Brain {
             }
         })
     }
+}
+
+/// Connects the agent to the brain with a link that loses frames.
+fn lossy_link(links: &Links, brain: &Brain, loss: f64, seed: u64) -> JoinHandle<()> {
+    let faults = Faults {
+        loss,
+        ..Faults::NONE
+    };
+    let (a, b) = MemoryTransport::pair(faults, seed);
+    links.lock().unwrap().push_back(a);
+    brain.serve(b)
 }
 
 /// Connects the agent to the brain with a fresh link.
@@ -186,6 +207,7 @@ fn config() -> AgentConfig {
         snapshot_every: 8,
         telemetry_batch: 16,
         telemetry_interval: Duration::from_millis(10),
+        resync_after: Duration::from_secs(30),
     }
 }
 
@@ -256,7 +278,8 @@ fn pair() -> (Brain, Twin) {
 fn in_sync(brain: &Brain, h: &AgentHandle) -> bool {
     let b = brain.with(|t| state(t));
     let d = h.with_twin(|t| state(t));
-    b == d && h.status().borrow().sync_lag == 0
+    let st = h.status().borrow().clone();
+    b == d && st.sync_lag == 0 && st.last_sync.is_some()
 }
 
 // ---------------------------------------------------------------- tests
@@ -529,7 +552,7 @@ async fn telemetry_is_removed_only_after_ack_and_resent_otherwise() {
         d,
         SharedStore::default(),
         links.clone(),
-        config(),
+        AgentConfig { ..config() },
         Some(ring.clone()),
     );
     let h = agent.handle.clone();
@@ -669,4 +692,55 @@ fn telemetry_frames_round_trip_and_reject_garbage() {
         wrale_sync::agent::decode_telemetry_ack(&ack.payload).unwrap(),
         300
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lossy_link_converges_and_delivers_all_telemetry() {
+    let dir = tempfile::tempdir().unwrap();
+    let ring = Arc::new(Mutex::new(RingBuffer::open(dir.path(), 4096, 4).unwrap()));
+    let (mut brain, d) = pair();
+    brain.resync = Some(Duration::from_millis(60));
+    let links = Links::default();
+    let _b = lossy_link(&links, &brain, 0.3, 11);
+    let agent = start_with(
+        d,
+        SharedStore::default(),
+        links.clone(),
+        AgentConfig {
+            telemetry_batch: 2,
+            resync_after: Duration::from_millis(40),
+            ..config()
+        },
+        Some(ring.clone()),
+    );
+    let h = agent.handle.clone();
+    for i in 0..10u8 {
+        ring.lock().unwrap().push(&[i; 4]).unwrap();
+        h.edit(|t| {
+            t.report(
+                &ReportedUpdate::default().reading("cpu_temp_c", 40.0 + f64::from(i)),
+                at(i64::from(i) * 600),
+            )
+            .unwrap()
+        });
+        brain.edit(|t| {
+            t.edit_desired(
+                |c| c.config_version = u64::from(i) + 1,
+                &alice(),
+                at(i64::from(i)),
+            )
+            .unwrap()
+        });
+    }
+    eventually("converged over a lossy link", || in_sync(&brain, &h)).await;
+    eventually("all telemetry acknowledged", || {
+        ring.lock().unwrap().is_empty()
+    })
+    .await;
+    let mut got = brain.telemetry.lock().unwrap().clone();
+    got.sort();
+    got.dedup();
+    assert_eq!(got, (0..10u8).map(|i| vec![i; 4]).collect::<Vec<_>>());
+    assert_eq!(h.with_twin(|t| t.desired().unwrap().config_version), 10);
+    agent.stop().await;
 }
