@@ -744,3 +744,15 @@ async fn lossy_link_converges_and_delivers_all_telemetry() {
     assert_eq!(h.with_twin(|t| t.desired().unwrap().config_version), 10);
     agent.stop().await;
 }
+
+/// metald hands the agent its policy engine: it must be accepted as is.
+#[test]
+fn policy_validator_fits_the_agent() {
+    let v: Box<dyn wrale_sync::ConfigValidator + Send> = Box::new(
+        wrale_sync::PolicyValidator::new(&BoardProfile::builtin(BoardModel::Pi4B)),
+    );
+    let mut cfg = wrale_sync::DesiredConfig::default();
+    assert!(v.validate(&cfg).is_ok());
+    cfg.critical = Some(Celsius(150.0));
+    assert!(v.validate(&cfg).is_err());
+}
