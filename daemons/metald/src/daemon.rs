@@ -7,12 +7,13 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use wrale_core::Timestamp;
-use wrale_core::model::DeviceId;
+use wrale_core::model::{DeviceId, DeviceInfo};
 use wrale_hal::Board;
 
 use crate::config::{Config, ConfigError, Loader};
 use crate::http::{self, ApiState, ReloadRequest};
 use crate::notify::{Notifier, heartbeat_fresh};
+use crate::persist::Persist;
 use crate::safety::{Alert, PolicyHook, SafetyHook, Severity};
 use crate::sampler::{CommandPowerOff, PowerOff, Sampler};
 use crate::signals::Signals;
@@ -140,6 +141,7 @@ impl Daemon {
             config.clone(),
             signals.shutdown.clone(),
         );
+        let persist = open_persist(&config, &state).await?;
         if config.api.tokens.is_empty() {
             tracing::warn!("no API tokens configured: every route but /health answers 401");
         }
@@ -157,6 +159,7 @@ impl Daemon {
             workloads.clone(),
             power_off,
             step,
+            Some(persist.clone()),
         )
         .context("cannot start the sampling thread")?;
 
@@ -166,6 +169,7 @@ impl Daemon {
             commands: sampler.commands(),
             workloads: workloads.clone(),
             reload: reload_tx,
+            persist,
         };
         let addr = listener.local_addr().context("listener address")?;
         tracing::info!(%addr, backend = state.device().backend, device = %state.device().id, "listening");
@@ -221,6 +225,28 @@ impl Daemon {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Opens the twin, the audit log and the telemetry ring in `data.dir` (blocking
+/// file work off the runtime).
+async fn open_persist(config: &Config, state: &AppState) -> anyhow::Result<Persist> {
+    let d = state.device();
+    let info = DeviceInfo {
+        id: d.id.clone(),
+        model: d.model,
+        serial: None,
+        firmware_version: None,
+        agent_version: Some(d.agent_version.to_owned()),
+        labels: Default::default(),
+        location: Default::default(),
+        group: None,
+    };
+    let dir = config.data.dir.clone();
+    let now = Timestamp::from_system(std::time::SystemTime::now());
+    tokio::task::spawn_blocking(move || Persist::open(&dir, &info, now))
+        .await
+        .context("opening the data directory")?
+        .with_context(|| format!("data.dir {}", config.data.dir.display()))
 }
 
 /// A simulated board opened from `[hal]`, with how its time runs.

@@ -27,6 +27,7 @@ pub mod error;
 pub mod http;
 pub mod logging;
 pub mod notify;
+pub mod persist;
 pub mod safety;
 pub mod sampler;
 pub mod signals;

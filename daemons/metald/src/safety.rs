@@ -327,17 +327,21 @@ impl SafetyHook for FailSafeHook {
     }
 }
 
-fn request(command: &Command, actor: &str) -> wrale_core::model::CommandRequest {
-    let core = match command {
+/// The `wrale-core` form of a command (the engine's and the audit log's).
+pub fn core_command(command: &Command) -> wrale_core::model::Command {
+    match command {
         Command::SetFanDuty { fan, duty } => wrale_core::model::Command::SetFanDuty {
             fan: fan.clone(),
             duty: *duty,
         },
-    };
+    }
+}
+
+fn request(command: &Command, actor: &str) -> wrale_core::model::CommandRequest {
     wrale_core::model::CommandRequest::new(
         Actor::LocalOperator(actor.to_owned()),
         "local API",
-        core,
+        core_command(command),
     )
 }
 

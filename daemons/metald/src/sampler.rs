@@ -16,11 +16,15 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::oneshot;
+use wrale_core::RuleId;
+use wrale_core::audit::{AuditOutcome, AuditRecord, AuditVerdict};
 use wrale_core::board::BoardProfile;
+use wrale_core::model::Actor;
 use wrale_core::units::Percent;
 use wrale_hal::{Board, HalEvent};
 
 use crate::error::ApiError;
+use crate::persist::Persist;
 use crate::safety::{Action, Alert, Command, Context, SafetyHook, Severity, Validation, Verdict};
 use crate::state::{AppState, StreamItem};
 use crate::workloads::Workloads;
@@ -214,6 +218,7 @@ impl Sampler {
         workloads: Workloads,
         power_off: Box<dyn PowerOff>,
         step: Option<Box<dyn FnMut(Duration) + Send>>,
+        persist: Option<Persist>,
     ) -> std::io::Result<Sampler> {
         let (tx, rx) = mpsc::channel();
         let stop = Arc::new(AtomicBool::new(false));
@@ -248,6 +253,7 @@ impl Sampler {
             runtime,
             engine_failed: false,
             shutting_down: false,
+            persist,
         };
         let sampler = std::thread::Builder::new()
             .name("metald-sampler".into())
@@ -299,6 +305,8 @@ struct Loop {
     runtime: tokio::runtime::Handle,
     engine_failed: bool,
     shutting_down: bool,
+    /// The twin, the telemetry ring and the audit log, when persisted.
+    persist: Option<Persist>,
 }
 
 const ENGINE_ALERT: &str = "safety_engine_failed";
@@ -400,6 +408,45 @@ impl Loop {
             .store(self.board.events().dropped(), Ordering::Relaxed);
         self.state.publish_sample(sample, latency);
         self.apply(actions);
+        if let (Some(p), Some(latest)) = (&self.persist, self.state.latest()) {
+            let alerts = self.state.alerts().into_iter().map(|a| (a.id, a.message));
+            p.on_sample(&latest.sample, alerts);
+        }
+    }
+
+    /// Records a command and its verdict and outcome in the audit log.
+    fn audit(&self, command: &Command, actor: &str, verdict: &Verdict, outcome: AuditOutcome) {
+        let Some(p) = &self.persist else {
+            return;
+        };
+        let verdict = match verdict {
+            Verdict::Allowed => AuditVerdict::Allowed,
+            Verdict::Refused { rule, reason } => AuditVerdict::Refused {
+                rule: RuleId::new(rule.clone()),
+                reason: reason.clone(),
+            },
+        };
+        p.record(AuditRecord {
+            seq: 0,
+            at: self.board.now(),
+            actor: Actor::LocalOperator(actor.to_owned()),
+            reason: "local API".into(),
+            command: crate::safety::core_command(command),
+            verdict,
+            outcome,
+        });
+    }
+
+    /// Applies an allowed command and audits the outcome.
+    fn apply_audited(&mut self, command: Command, actor: &str) -> Result<Applied, ApiError> {
+        let audited = command.clone();
+        let result = self.apply_command(command, actor);
+        let outcome = match &result {
+            Ok(_) => AuditOutcome::Applied,
+            Err(e) => AuditOutcome::Failed(e.message().to_owned()),
+        };
+        self.audit(&audited, actor, &Verdict::Allowed, outcome);
+        result
     }
 
     fn event(&mut self, event: HalEvent) {
@@ -475,11 +522,12 @@ impl Loop {
             hook.check_command(&command, actor, latest.as_ref().map(|l| &*l.sample), &ctx)
         }))
         .map_err(|_| ApiError::unavailable("the safety engine is not answering"))?;
-        if let Verdict::Refused { rule, reason } = verdict {
+        if let Verdict::Refused { rule, reason } = &verdict {
             tracing::warn!(?command, %rule, "command refused: {reason}");
-            return Err(ApiError::policy_violation(&rule, reason));
+            self.audit(&command, actor, &verdict, AuditOutcome::NotExecuted);
+            return Err(ApiError::policy_violation(rule, reason.clone()));
         }
-        self.apply_command(command, actor)
+        self.apply_audited(command, actor)
     }
 
     fn validate(&mut self, command: Command, actor: &str) -> Result<Validation, ApiError> {
@@ -498,8 +546,15 @@ impl Loop {
         }))
         .map_err(|_| ApiError::unavailable("the safety engine is not answering"))?;
         if let Verdict::Refused { rule, reason } = &v.verdict {
+            self.audit(&command, actor, &v.verdict, AuditOutcome::NotExecuted);
             return Err(ApiError::policy_violation(rule, reason.clone()));
         }
+        self.audit(
+            &command,
+            actor,
+            &v.verdict,
+            AuditOutcome::AwaitingConfirmation,
+        );
         Ok(v)
     }
 
@@ -512,7 +567,7 @@ impl Loop {
         let decided = catch_unwind(AssertUnwindSafe(|| hook.confirm_command(token, &ctx)))
             .map_err(|_| ApiError::unavailable("the safety engine is not answering"))?;
         match decided {
-            Ok(command) => self.apply_command(command, actor),
+            Ok(command) => self.apply_audited(command, actor),
             Err(Verdict::Refused { rule, reason }) => {
                 Err(ApiError::policy_violation(&rule, reason))
             }

@@ -24,6 +24,7 @@ use wrale_core::units::Percent;
 
 use crate::auth::{Principal, Role};
 use crate::error::{ApiError, ApiJson};
+use crate::persist::Persist;
 use crate::safety::Command;
 use crate::sampler::CommandSender;
 use crate::state::{AppState, StreamItem};
@@ -49,6 +50,8 @@ pub struct ApiState {
     pub workloads: Workloads,
     /// Where config reloads are requested (`POST /api/v1/config/reload`).
     pub reload: mpsc::Sender<ReloadRequest>,
+    /// The twin, the audit log and the telemetry ring in `data.dir`.
+    pub persist: Persist,
 }
 
 #[derive(Debug, Clone)]
@@ -75,6 +78,9 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/readings", get(readings))
         .route("/api/v1/alerts", get(alerts))
         .route("/api/v1/workloads", get(workloads))
+        .route("/api/v1/audit", get(audit))
+        .route("/api/v1/twin", get(twin))
+        .route("/api/v1/twin/history", get(twin_history))
         .route_layer(guard(Role::Viewer, false));
     let stream = Router::new()
         .route("/api/v1/stream", get(stream))
@@ -260,6 +266,62 @@ async fn workloads(State(s): State<ApiState>) -> Json<Value> {
         "throttled": s.workloads.throttled(),
         "workloads": s.workloads.statuses(),
     }))
+}
+
+/// Query of `GET /api/v1/audit`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    /// At most this many records (default 100, at most 1000).
+    limit: Option<usize>,
+    /// Only records with a smaller sequence number (the next page).
+    before: Option<u64>,
+}
+
+/// `GET /api/v1/audit?limit=&before=`: audit records, newest first.
+async fn audit(
+    State(s): State<ApiState>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<Value>, ApiError> {
+    let Query(q) = query.map_err(|e| ApiError::invalid_request(e.body_text()))?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > 1000 {
+        return Err(
+            ApiError::invalid_request("limit: must be between 1 and 1000")
+                .with_detail("field", "limit"),
+        );
+    }
+    let persist = s.persist.clone();
+    let records = tokio::task::spawn_blocking(move || persist.audit().page(q.before, limit))
+        .await
+        .map_err(|e| ApiError::internal(format!("audit reader: {e}")))?
+        .map_err(|e| ApiError::internal(e.to_string()))?;
+    let next_before = (records.len() == limit)
+        .then(|| records.last().map(|r| r.seq))
+        .flatten();
+    Ok(Json(
+        json!({ "records": records, "next_before": next_before }),
+    ))
+}
+
+/// `GET /api/v1/twin`: the device twin's `meta`, `desired` and `reported`.
+async fn twin(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let persist = s.persist.clone();
+    tokio::task::spawn_blocking(move || persist.twin_json())
+        .await
+        .map_err(|e| ApiError::internal(format!("twin reader: {e}")))?
+        .map(Json)
+        .map_err(|e| ApiError::internal(format!("{e:#}")))
+}
+
+/// `GET /api/v1/twin/history`: the twin's versions, oldest first.
+async fn twin_history(State(s): State<ApiState>) -> Result<Json<Value>, ApiError> {
+    let persist = s.persist.clone();
+    tokio::task::spawn_blocking(move || persist.twin_history())
+        .await
+        .map_err(|e| ApiError::internal(format!("twin reader: {e}")))?
+        .map(Json)
+        .map_err(|e| ApiError::internal(format!("{e:#}")))
 }
 
 /// Body of `POST /api/v1/fan`.
