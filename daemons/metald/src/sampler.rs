@@ -210,6 +210,10 @@ pub struct Sampler {
 
 impl Sampler {
     /// Starts the loop and the hardware-event forwarder on their own threads.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "each seam is replaceable on its own; only the daemon calls this"
+    )]
     pub fn start(
         board: Board,
         profile: BoardProfile,

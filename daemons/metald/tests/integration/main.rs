@@ -4,6 +4,7 @@
 
 mod api;
 mod binary;
+mod persist;
 mod reload;
 mod safety;
 mod stream;
