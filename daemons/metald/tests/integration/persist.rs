@@ -229,6 +229,17 @@ async fn sigkill_and_restart_keep_twin_audit_and_telemetry() {
 
     let points1 = ring_points(&data);
     assert!(points1.len() >= 9, "{} points", points1.len());
+    // A torn record at the ring's tail (a crash mid-write) is cut off on start.
+    let mut segs: Vec<_> = std::fs::read_dir(data.join("telemetry"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    segs.sort();
+    let tail = segs.last().unwrap();
+    let mut bytes = std::fs::read(tail).unwrap();
+    bytes.extend_from_slice(&[200, 0, 0, 0, 1, 2]);
+    std::fs::write(tail, bytes).unwrap();
 
     let mut m = Metald::start(&config);
     wait_samples(&c, &m.base, 1).await;
