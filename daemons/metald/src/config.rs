@@ -49,6 +49,8 @@ pub struct Config {
     pub workloads: Vec<WorkloadConfig>,
     /// `[log]`: log output.
     pub log: LogConfig,
+    /// `[policy]`: local policy layers on top of the board's floor.
+    pub policy: PolicyConfig,
 }
 
 impl Default for Config {
@@ -64,6 +66,7 @@ impl Default for Config {
             shutdown: ShutdownConfig::default(),
             workloads: Vec::new(),
             log: LogConfig::default(),
+            policy: PolicyConfig::default(),
         }
     }
 }
@@ -95,6 +98,70 @@ impl Default for ApiConfig {
             tokens: Vec::new(),
             public_metrics: false,
         }
+    }
+}
+
+/// `[policy]`.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PolicyConfig {
+    /// Policy layer files (`wrale_core::policy::PolicyLayer` TOML), each a path or
+    /// a pattern with `*` in the file name (`/etc/wrale/policy.d/*.toml`, sorted).
+    /// Each may only tighten the board's floor.
+    pub layers: Vec<String>,
+}
+
+impl PolicyConfig {
+    /// The files the entries name, in order (patterns expanded and sorted).
+    pub fn files(&self) -> Result<Vec<PathBuf>, String> {
+        let mut out = Vec::new();
+        for entry in &self.layers {
+            let path = Path::new(entry);
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .ok_or_else(|| format!("{entry:?} names no file"))?;
+            let Some((prefix, suffix)) = name.split_once('*') else {
+                out.push(path.to_path_buf());
+                continue;
+            };
+            if suffix.contains('*') {
+                return Err(format!("{entry:?}: only one `*` is supported"));
+            }
+            let dir = path
+                .parent()
+                .filter(|d| !d.as_os_str().is_empty())
+                .unwrap_or(Path::new("."));
+            let read = std::fs::read_dir(dir)
+                .map_err(|e| format!("{entry:?}: cannot list {}: {e}", dir.display()))?;
+            let mut matched: Vec<PathBuf> = read
+                .filter_map(Result::ok)
+                .filter(|e| {
+                    e.file_name().to_str().is_some_and(|n| {
+                        n.len() >= prefix.len() + suffix.len()
+                            && n.starts_with(prefix)
+                            && n.ends_with(suffix)
+                    })
+                })
+                .map(|e| e.path())
+                .collect();
+            matched.sort();
+            out.extend(matched);
+        }
+        Ok(out)
+    }
+
+    /// Reads and parses every layer; an error names the file (and the line).
+    pub fn load(&self) -> Result<Vec<wrale_core::policy::PolicyLayer>, String> {
+        self.files()?
+            .iter()
+            .map(|f| {
+                let text = std::fs::read_to_string(f)
+                    .map_err(|e| format!("cannot read {}: {e}", f.display()))?;
+                wrale_core::policy::PolicyLayer::from_toml(&text, &f.display().to_string())
+                    .map_err(|e| e.to_string())
+            })
+            .collect()
     }
 }
 
@@ -655,6 +722,9 @@ impl Config {
                 );
             }
         }
+        self.policy
+            .load()
+            .map_err(|m| ("policy.layers".to_owned(), m))?;
         if let Some(path) = &self.board.profile {
             self.load_profile_file(path)
                 .map_err(|m| ("board.profile".to_owned(), m))?;

@@ -125,7 +125,22 @@ impl Daemon {
             Ok(None) => board.profile().clone(),
             Err(e) => anyhow::bail!("board.profile: {e}"),
         };
-        let hook = hook.unwrap_or_else(|| Box::new(PolicyHook::for_board(&profile)));
+        let hook = match hook {
+            Some(h) => h,
+            None => {
+                let layers = config
+                    .policy
+                    .load()
+                    .map_err(|e| anyhow::anyhow!("policy.layers: {e}"))?;
+                let floor = wrale_core::policy::BoardFloor::from_profile(&profile);
+                let set = wrale_core::policy::PolicySet::assemble(&floor, &layers)
+                    .map_err(|e| anyhow::anyhow!("policy.layers: rule {}: {}", e.rule, e.reason))?;
+                if !layers.is_empty() {
+                    tracing::info!(layers = layers.len(), "local policy layers assembled");
+                }
+                Box::new(PolicyHook::new(set))
+            }
+        };
         let device = DeviceSummary {
             id: config.device.id.clone().unwrap_or_else(host_device_id),
             model: profile.model,
@@ -375,6 +390,7 @@ impl Reloader {
             ("data.dir", old.data.dir != new.data.dir),
             ("device.id", old.device.id != new.device.id),
             ("log", old.log != new.log),
+            ("policy", old.policy != new.policy),
             (
                 "sampling.stream_capacity",
                 old.sampling.stream_capacity != new.sampling.stream_capacity,

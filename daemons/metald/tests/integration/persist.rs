@@ -272,3 +272,51 @@ async fn sigkill_and_restart_keep_twin_audit_and_telemetry() {
     );
     assert_eq!(points2[..points1.len()], points1[..], "old points kept");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn policy_layers_from_the_config_are_checked_before_start() {
+    let layers = tempfile::tempdir().unwrap();
+    let dir = layers.path().display().to_string();
+    std::fs::write(
+        layers.path().join("10-tight.toml"),
+        "scope = \"fleet\"\n[thermal]\nwarn_c = 55.0\n",
+    )
+    .unwrap();
+    std::fs::write(layers.path().join("ignored.txt"), "not a layer").unwrap();
+    let body =
+        format!("{SIM}[policy]\nlayers = [\"{dir}/*.toml\"]\n[data]\ndir = \"{dir}/data\"\n");
+    let d = TestDaemon::start_toml(&format!("{SIM}[policy]\nlayers = [\"{dir}/*.toml\"]\n")).await;
+    d.wait_ready().await;
+    d.stop().await.unwrap();
+
+    // A layer with a type error: the config is refused, naming file and line.
+    std::fs::write(
+        layers.path().join("20-bad.toml"),
+        "scope = \"fleet\"\n\n[thermal]\nwarn_c = \"hot\"\n",
+    )
+    .unwrap();
+    let e = metald::Config::from_toml_str(&body)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("policy.layers") && e.contains("20-bad.toml:4"),
+        "{e}"
+    );
+    std::fs::remove_file(layers.path().join("20-bad.toml")).unwrap();
+
+    // A layer that loosens the board's floor: the daemon refuses to start, naming the rule.
+    std::fs::write(
+        layers.path().join("30-loose.toml"),
+        "scope = \"fleet\"\n[thermal]\ncritical_c = 150.0\n",
+    )
+    .unwrap();
+    let config = metald::Config::from_toml_str(&body).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (signals, _handle) = metald::Signals::manual();
+    let e = metald::run(config, listener, signals).await.unwrap_err();
+    let e = format!("{e:#}");
+    assert!(
+        e.contains("policy.layers") && e.contains("critical_c"),
+        "{e}"
+    );
+}
