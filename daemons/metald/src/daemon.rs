@@ -125,6 +125,7 @@ impl Daemon {
             Ok(None) => board.profile().clone(),
             Err(e) => anyhow::bail!("board.profile: {e}"),
         };
+        let mut policy_json = serde_json::json!({ "floor": &profile, "layers": [] });
         let hook = match hook {
             Some(h) => h,
             None => {
@@ -135,12 +136,22 @@ impl Daemon {
                 let floor = wrale_core::policy::BoardFloor::from_profile(&profile);
                 let set = wrale_core::policy::PolicySet::assemble(&floor, &layers)
                     .map_err(|e| anyhow::anyhow!("policy.layers: rule {}: {}", e.rule, e.reason))?;
+                let files = config
+                    .policy
+                    .files()
+                    .map_err(|e| anyhow::anyhow!("policy.layers: {e}"))?;
+                policy_json["layers"] = files
+                    .iter()
+                    .zip(&layers)
+                    .map(|(f, l)| serde_json::json!({ "file": f, "layer": l }))
+                    .collect();
                 if !layers.is_empty() {
                     tracing::info!(layers = layers.len(), "local policy layers assembled");
                 }
                 Box::new(PolicyHook::new(set))
             }
         };
+        policy_json["engine"] = hook.name().into();
         let device = DeviceSummary {
             id: config.device.id.clone().unwrap_or_else(host_device_id),
             model: profile.model,
@@ -185,6 +196,7 @@ impl Daemon {
             workloads: workloads.clone(),
             reload: reload_tx,
             persist,
+            policy: Arc::new(policy_json),
         };
         let addr = listener.local_addr().context("listener address")?;
         tracing::info!(%addr, backend = state.device().backend, device = %state.device().id, "listening");

@@ -52,6 +52,8 @@ pub struct ApiState {
     pub reload: mpsc::Sender<ReloadRequest>,
     /// The twin, the audit log and the telemetry ring in `data.dir`.
     pub persist: Persist,
+    /// The policy in force at start: the board floor and the local layers.
+    pub policy: std::sync::Arc<Value>,
 }
 
 #[derive(Debug, Clone)]
@@ -81,6 +83,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/audit", get(audit))
         .route("/api/v1/twin", get(twin))
         .route("/api/v1/twin/history", get(twin_history))
+        .route("/api/v1/policy", get(policy))
         .route_layer(guard(Role::Viewer, false));
     let stream = Router::new()
         .route("/api/v1/stream", get(stream))
@@ -322,6 +325,12 @@ async fn twin_history(State(s): State<ApiState>) -> Result<Json<Value>, ApiError
         .map_err(|e| ApiError::internal(format!("twin reader: {e}")))?
         .map(Json)
         .map_err(|e| ApiError::internal(format!("{e:#}")))
+}
+
+/// `GET /api/v1/policy`: the engine, the board floor (its profile) and the local
+/// policy layers it was assembled from.
+async fn policy(State(s): State<ApiState>) -> Json<Value> {
+    Json((*s.policy).clone())
 }
 
 /// Body of `POST /api/v1/fan`.

@@ -287,6 +287,11 @@ async fn policy_layers_from_the_config_are_checked_before_start() {
         format!("{SIM}[policy]\nlayers = [\"{dir}/*.toml\"]\n[data]\ndir = \"{dir}/data\"\n");
     let d = TestDaemon::start_toml(&format!("{SIM}[policy]\nlayers = [\"{dir}/*.toml\"]\n")).await;
     d.wait_ready().await;
+    let p = d.get_json("/api/v1/policy", VIEWER).await;
+    assert_eq!(p["engine"], "policy", "{p}");
+    assert_eq!(p["layers"].as_array().unwrap().len(), 1, "{p}");
+    assert_eq!(p["layers"][0]["layer"]["thermal"]["warn_c"], 55.0, "{p}");
+    assert!(p["floor"]["thermal"].is_object(), "{p}");
     d.stop().await.unwrap();
 
     // A layer with a type error: the config is refused, naming file and line.
