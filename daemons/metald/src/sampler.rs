@@ -127,58 +127,53 @@ impl std::fmt::Debug for Msg {
 }
 
 impl CommandSender {
+    /// Sends one request to the sampling loop and waits for its reply; `make`
+    /// builds the message around the reply channel.
+    async fn call<T>(&self, make: impl FnOnce(oneshot::Sender<T>) -> Msg) -> Result<T, ApiError> {
+        let (reply, rx) = oneshot::channel();
+        self.tx
+            .send(make(reply))
+            .map_err(|_| ApiError::unavailable("the sampling loop is not running"))?;
+        rx.await
+            .map_err(|_| ApiError::unavailable("the sampling loop stopped"))
+    }
+
     /// Validates `command` from `actor` with the safety hook and applies it
     /// through the HAL.
     pub async fn send(&self, command: Command, actor: &str) -> Result<Applied, ApiError> {
-        let (reply, rx) = oneshot::channel();
         let actor = actor.to_owned();
-        self.tx
-            .send(Msg::Command {
-                command,
-                actor,
-                reply,
-            })
-            .map_err(|_| ApiError::unavailable("the sampling loop is not running"))?;
-        rx.await
-            .map_err(|_| ApiError::unavailable("the sampling loop stopped"))?
+        self.call(|reply| Msg::Command {
+            command,
+            actor,
+            reply,
+        })
+        .await?
     }
-}
 
-impl CommandSender {
     /// Phase one of a two-phase command: validates and returns a token; nothing
     /// is applied.
     pub async fn validate(&self, command: Command, actor: &str) -> Result<Validation, ApiError> {
-        let (reply, rx) = oneshot::channel();
         let actor = actor.to_owned();
-        self.tx
-            .send(Msg::Validate {
-                command,
-                actor,
-                reply,
-            })
-            .map_err(|_| ApiError::unavailable("the sampling loop is not running"))?;
-        rx.await
-            .map_err(|_| ApiError::unavailable("the sampling loop stopped"))?
+        self.call(|reply| Msg::Validate {
+            command,
+            actor,
+            reply,
+        })
+        .await?
     }
 
     /// Phase two: applies the command validated under `token` if the engine still
     /// allows it.
     pub async fn confirm(&self, token: u64, actor: &str) -> Result<Applied, ApiError> {
-        let (reply, rx) = oneshot::channel();
         let actor = actor.to_owned();
-        self.tx
-            .send(Msg::Confirm {
-                token,
-                actor,
-                reply,
-            })
-            .map_err(|_| ApiError::unavailable("the sampling loop is not running"))?;
-        rx.await
-            .map_err(|_| ApiError::unavailable("the sampling loop stopped"))?
+        self.call(|reply| Msg::Confirm {
+            token,
+            actor,
+            reply,
+        })
+        .await?
     }
-}
 
-impl CommandSender {
     /// Runs the hardware diagnostics on the sampling thread (sampling pauses
     /// meanwhile; on `sim` the checks run on virtual time and return at once).
     pub async fn diagnostics(
@@ -186,17 +181,13 @@ impl CommandSender {
         options: wrale_hal::diag::DiagOptions,
         actor: &str,
     ) -> Result<wrale_hal::diag::DiagReport, ApiError> {
-        let (reply, rx) = oneshot::channel();
         let actor = actor.to_owned();
-        self.tx
-            .send(Msg::Diagnostics {
-                options,
-                actor,
-                reply,
-            })
-            .map_err(|_| ApiError::unavailable("the sampling loop is not running"))?;
-        rx.await
-            .map_err(|_| ApiError::unavailable("the sampling loop stopped"))
+        self.call(|reply| Msg::Diagnostics {
+            options,
+            actor,
+            reply,
+        })
+        .await
     }
 }
 
