@@ -170,11 +170,7 @@ impl Store for MemoryStore {
         new_epoch: u64,
         snapshot: &[u8],
     ) -> Result<()> {
-        if new_epoch <= old_epoch {
-            return Err(Error::Store(format!(
-                "{doc}: new epoch {new_epoch} is not after {old_epoch}"
-            )));
-        }
+        check_epoch_order(doc, old_epoch, new_epoch)?;
         let d = self.docs.entry(doc.to_owned()).or_default();
         d.archive.insert(old_epoch, archived.to_vec());
         d.current = StoredTwin {
@@ -217,4 +213,15 @@ impl Store for MemoryStore {
     fn docs(&self) -> Result<Vec<String>> {
         Ok(self.docs.keys().cloned().collect())
     }
+}
+
+/// The precondition every store checks before an epoch switch: epochs only move
+/// forward (shared by all `Store` implementations so they refuse alike).
+pub(crate) fn check_epoch_order(doc: &str, old_epoch: u64, new_epoch: u64) -> Result<()> {
+    if new_epoch <= old_epoch {
+        return Err(Error::Store(format!(
+            "{doc}: new epoch {new_epoch} is not after {old_epoch}"
+        )));
+    }
+    Ok(())
 }

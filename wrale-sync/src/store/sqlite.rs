@@ -5,7 +5,7 @@
 use rusqlite::{Connection, OptionalExtension, params};
 use std::path::Path;
 
-use super::{Store, StoredTwin};
+use super::{Store, StoredTwin, check_epoch_order};
 use crate::error::{Error, Result};
 
 /// A [`Store`] in an SQLite file.
@@ -159,11 +159,7 @@ impl Store for SqliteStore {
         new_epoch: u64,
         snapshot: &[u8],
     ) -> Result<()> {
-        if new_epoch <= old_epoch {
-            return Err(Error::Store(format!(
-                "{doc}: new epoch {new_epoch} is not after {old_epoch}"
-            )));
-        }
+        check_epoch_order(doc, old_epoch, new_epoch)?;
         let tx = self.conn.transaction().map_err(db)?;
         tx.execute(
             "INSERT OR REPLACE INTO archive (doc, epoch, bytes) VALUES (?1, ?2, ?3)",
