@@ -22,6 +22,7 @@ pub mod audit;
 pub mod board;
 mod error;
 pub mod events;
+pub mod fleet;
 pub mod model;
 pub mod policy;
 pub mod time;

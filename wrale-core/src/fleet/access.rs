@@ -1,0 +1,1 @@
+//! Fleet: `access` (being built).

@@ -1,0 +1,1 @@
+//! Fleet: `alerting` (being built).

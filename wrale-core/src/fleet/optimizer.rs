@@ -1,0 +1,1 @@
+//! Fleet: `optimizer` (being built).

@@ -1,0 +1,1 @@
+//! Fleet: `registry` (being built).

@@ -1,0 +1,1 @@
+//! Fleet: `rollout` (being built).

@@ -1,0 +1,1 @@
+//! Fleet: `scheduler` (being built).

@@ -1,0 +1,1 @@
+//! Fleet: `telemetry` (being built).
