@@ -53,6 +53,59 @@ impl StreamItem {
     }
 }
 
+/// The daemon's operating mode, as `/api/v1/state` (`mode`) and `/metrics`
+/// (`wrale_mode{mode}`) report it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Everything works.
+    Normal,
+    /// The fleet is unreachable: metald keeps running on the last desired state and
+    /// accepts local edits, merged when the link is back (set by the edge agent).
+    Degraded,
+    /// A hardware fault: outputs held at their fail-safe state, commands that would
+    /// drive outputs refused (`safe_mode`); reads, diagnostics and sync still work.
+    Safe,
+}
+
+impl Mode {
+    /// Every mode, in the order they are reported.
+    pub const ALL: [Mode; 3] = [Mode::Normal, Mode::Degraded, Mode::Safe];
+
+    /// The stable name (`normal`, `degraded`, `safe`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Normal => "normal",
+            Mode::Degraded => "degraded",
+            Mode::Safe => "safe",
+        }
+    }
+}
+
+/// The conditions behind the [`Mode`]: each is set and cleared by its owner (safe
+/// mode by the sampling loop, degraded by the fleet edge agent). Safe outranks
+/// degraded.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Modes {
+    /// Why the device is in safe mode (a hardware fault), if it is.
+    pub safe: Option<String>,
+    /// Why the fleet is unreachable, if `[fleet]` is configured and the link is down.
+    pub degraded: Option<String>,
+}
+
+impl Modes {
+    /// The effective mode: safe, else degraded, else normal.
+    pub fn mode(&self) -> Mode {
+        if self.safe.is_some() {
+            Mode::Safe
+        } else if self.degraded.is_some() {
+            Mode::Degraded
+        } else {
+            Mode::Normal
+        }
+    }
+}
+
 /// Identity of this device as the API reports it.
 #[derive(Debug, Clone, Serialize)]
 pub struct DeviceSummary {
@@ -213,6 +266,7 @@ struct Inner {
     heartbeat: Heartbeat,
     sampler_alive: AtomicBool,
     shutdown: CancellationToken,
+    modes: Mutex<Modes>,
 }
 
 impl AppState {
@@ -238,6 +292,7 @@ impl AppState {
                 heartbeat: Heartbeat::default(),
                 sampler_alive: AtomicBool::new(false),
                 shutdown,
+                modes: Mutex::new(Modes::default()),
             }),
         }
     }
@@ -377,6 +432,33 @@ impl AppState {
     /// Ready: the sampling loop runs and has taken a sample.
     pub fn ready(&self) -> bool {
         self.sampler_alive() && self.latest().is_some()
+    }
+
+    /// The conditions behind the mode.
+    pub fn modes(&self) -> Modes {
+        self.inner
+            .modes
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The effective mode (safe outranks degraded).
+    pub fn mode(&self) -> Mode {
+        self.modes().mode()
+    }
+
+    /// Enters (`Some(reason)`) or leaves (`None`) safe mode; returns the previous reason.
+    pub fn set_safe(&self, reason: Option<String>) -> Option<String> {
+        let mut m = self.inner.modes.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut m.safe, reason)
+    }
+
+    /// Marks the fleet unreachable (`Some(reason)`) or reachable again (`None`);
+    /// returns the previous reason.
+    pub fn set_degraded(&self, reason: Option<String>) -> Option<String> {
+        let mut m = self.inner.modes.lock().unwrap_or_else(|p| p.into_inner());
+        std::mem::replace(&mut m.degraded, reason)
     }
 
     /// Cancelled when the daemon shuts down.

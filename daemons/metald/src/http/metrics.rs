@@ -219,6 +219,19 @@ pub fn render(app: &AppState, workloads: &[WorkloadStatus], throttled: bool) -> 
         "1 when the sampling loop runs and has taken a sample.",
         Some(f64::from(u8::from(app.ready()))),
     );
+    let mode = app.mode();
+    o.head(
+        "wrale_mode",
+        "gauge",
+        "1 for the operating mode in force (normal, degraded, safe), 0 for the others.",
+    );
+    for m in crate::state::Mode::ALL {
+        o.line(
+            "wrale_mode",
+            &[("mode", m.as_str())],
+            f64::from(u8::from(m == mode)),
+        );
+    }
     let latest = app.latest();
     if let Some(l) = &latest {
         sample_metrics(&mut o, &l.sample);
