@@ -767,8 +767,8 @@ impl FleetAnalysis {
     }
 
     /// The anomalies of one device.
-    pub fn anomalies_of<'a>(&'a self, id: &'a DeviceId) -> impl Iterator<Item = &'a Anomaly> {
-        self.anomalies.iter().filter(move |a| &a.device == id)
+    pub fn anomalies_of(&self, id: &DeviceId) -> Vec<&Anomaly> {
+        self.anomalies.iter().filter(|a| &a.device == id).collect()
     }
 }
 
