@@ -1,6 +1,5 @@
-//! The `wrale` CLI. Being built in issue #6.
+//! The `wrale` CLI: a thin frontend over `wrale-client` (see docs/cli.md).
 
-fn main() {
-    eprintln!("wrale: not built yet (issue #6)");
-    std::process::exit(2);
+fn main() -> std::process::ExitCode {
+    wrale_cli::main()
 }
