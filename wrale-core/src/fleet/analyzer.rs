@@ -366,6 +366,9 @@ pub struct AnalyzerConfig {
     pub hot_spot_min_c: f64,
     /// Fewest devices in a location to call it a hot spot.
     pub hot_spot_min_devices: usize,
+    /// Electrical power of the fan at 100 % duty, subtracted from the measured
+    /// board power to get the heat (0.45 W on a Pi 4, PHYSICS.md 1.1).
+    pub fan_power_w: f64,
     /// Health factor: headroom below this (°C) costs points.
     pub low_headroom_c: f64,
     /// Health factor: time to throttle below this (s) costs points.
@@ -394,6 +397,7 @@ impl Default for AnalyzerConfig {
             load_band_pct: 25.0,
             hot_spot_min_c: 4.0,
             hot_spot_min_devices: 2,
+            fan_power_w: 0.45,
             low_headroom_c: 10.0,
             soon_throttle_s: 6.0 * 3600.0,
             storage_eol_warn_days: 90.0,
@@ -900,14 +904,18 @@ fn analyze_with(
     };
     let ambient_meas = med_recent(&|p| p.ambient.map(Celsius::get));
     let load_recent = med_recent(&|p| p.cpu_load.map(Percent::get));
-    let power_meas = med_recent(&|p| p.power.map(Watts::get));
+    // Heat dissipated on the board: measured power minus the fan's own share
+    // (its electrical power leaves with the air, not through the die).
+    let fan_w = cfg.fan_power_w;
+    let heat = move |p: &TelemetryPoint| {
+        p.power
+            .map(|w| (w.get() - fan_w * p.fan_duty.map_or(0.0, Percent::fraction)).max(0.0))
+    };
+    let power_meas = med_recent(&heat);
     let est_power =
         |load: Option<f64>| load.map(|l| fig.idle_w + (fig.load_w - fig.idle_w) * l / 100.0);
-    let point_power = |p: &TelemetryPoint| {
-        p.power
-            .map(Watts::get)
-            .or_else(|| est_power(p.cpu_load.map(Percent::get)))
-    };
+    let point_power =
+        |p: &TelemetryPoint| heat(p).or_else(|| est_power(p.cpu_load.map(Percent::get)));
     let point_ambient = |p: &TelemetryPoint| p.ambient.map_or(fig.ambient_c, Celsius::get);
 
     // Headroom.

@@ -9,6 +9,9 @@
 //! `T = T_ambient + R_th · (P_base + Σ P_workload)`. A workload fits when, with
 //! it, `T` stays `place_margin_c` below the node's throttle threshold, the board's
 //! power stays inside its supply budget and the CPU demand inside its capacity.
+//! When a node's measured temperature (`temp_now`) is above what the model
+//! predicts for its current placements, the difference is added to every
+//! prediction on it: the thermometer wins over an optimistic model.
 //!
 //! **Hysteresis.** A placed workload stays as long as `T` stays below the
 //! threshold minus the smaller `evict_margin_c`; only then is it evicted (lowest
@@ -86,6 +89,16 @@ pub struct Node {
     /// CPU capacity in percent of the whole board (100).
     #[serde(default = "hundred", rename = "cpu_capacity_pct")]
     pub cpu_capacity: f64,
+    /// Measured temperature now, with the current placements running. When it is
+    /// above what the model predicts for those placements (a transient, or a
+    /// stale `r_th`), the difference is added to every prediction on this node,
+    /// so the scheduler never trusts the model over the thermometer.
+    #[serde(
+        default,
+        rename = "temp_now_c",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub temp_now: Option<Celsius>,
 }
 
 fn yes() -> bool {
@@ -121,6 +134,7 @@ impl Node {
             temp_limit,
             power_budget,
             cpu_capacity: 100.0,
+            temp_now: None,
         }
     }
 
@@ -142,6 +156,7 @@ impl Node {
             temp_limit: h.throttle,
             power_budget: profile.power.nominal_v * profile.power.psu_rating_a * 0.8,
             cpu_capacity: 100.0,
+            temp_now: Some(h.temp),
         })
     }
 
@@ -485,6 +500,8 @@ struct Pass<'a> {
     /// Per workload: max replicas per rack (u32::MAX when not spread).
     max_per_rack: Vec<u32>,
     anti: Vec<BTreeSet<usize>>,
+    /// Per node: how much hotter it measured than the model predicts (>= 0).
+    bias: Vec<f64>,
 }
 
 impl<'a> Pass<'a> {
@@ -523,6 +540,7 @@ impl<'a> Pass<'a> {
             per_rack: HashMap::new(),
             max_per_rack: Vec::new(),
             anti,
+            bias: vec![0.0; nodes.len()],
         };
         p.max_per_rack = workloads
             .iter()
@@ -607,9 +625,9 @@ impl<'a> Pass<'a> {
                 free_pct: free_cpu + if ignore_self { w.cpu } else { 0.0 },
             });
         }
-        let cap = node.capacity_w(Celsius(margin));
+        let cap = self.capacity(n, margin);
         let free_w = cap - l.power;
-        let predicted = node.predicted_temp(Watts(l.power + extra_p)).get();
+        let predicted = self.predicted(n, l.power + extra_p);
         if extra_p > free_w + 1e-9 || (ignore_self && free_w < -1e-9) {
             let supply_free = node.power_budget.get() - node.base_power.get() - l.power;
             r.push(Reason::Headroom {
@@ -621,6 +639,16 @@ impl<'a> Pass<'a> {
             });
         }
         (r, predicted)
+    }
+
+    /// Watts of workloads node `n` can take with `margin`, measurement bias included.
+    fn capacity(&self, n: usize, margin: f64) -> f64 {
+        self.nodes[n].capacity_w(Celsius(margin + self.bias[n]))
+    }
+
+    /// Steady-state temperature of node `n` with `load` watts of workloads.
+    fn predicted(&self, n: usize, load: f64) -> f64 {
+        self.nodes[n].predicted_temp(Watts(load)).get() + self.bias[n]
     }
 
     fn add(&mut self, wi: usize, n: usize) {
@@ -705,6 +733,17 @@ pub fn schedule(input: &ScheduleInput, cfg: &SchedulerConfig) -> SchedulePlan {
     //    then capacity with the eviction margin, lowest priority evicted first.
     //    Kept in order of priority (high first) so a rack's spread share and
     //    anti-affinity go to the more important workload.
+    // The thermometer's correction: measured minus predicted with the current
+    // (known, declared) placements.
+    let mut placed_w = vec![0.0; nodes.len()];
+    for &(wi, _, n) in &kept {
+        placed_w[n] += workloads[wi].power.get();
+    }
+    for (n, node) in nodes.iter().enumerate() {
+        if let Some(t) = node.temp_now.filter(|t| t.is_finite()) {
+            pass.bias[n] = (t.get() - node.predicted_temp(Watts(placed_w[n])).get()).max(0.0);
+        }
+    }
     kept.sort_by(|a, b| {
         workloads[b.0]
             .priority
@@ -729,7 +768,7 @@ pub fn schedule(input: &ScheduleInput, cfg: &SchedulerConfig) -> SchedulePlan {
     }
     for (n, node) in nodes.iter().enumerate() {
         loop {
-            let over_power = pass.load[n].power > node.capacity_w(Celsius(evict_margin)) + 1e-9;
+            let over_power = pass.load[n].power > pass.capacity(n, evict_margin) + 1e-9;
             let over_cpu = pass.load[n].cpu > node.cpu_capacity + 1e-9;
             if !(over_power || over_cpu) {
                 break;
@@ -752,7 +791,7 @@ pub fn schedule(input: &ScheduleInput, cfg: &SchedulerConfig) -> SchedulePlan {
                 break;
             };
             let (wi, r, _) = accepted.remove(pos);
-            let predicted = node.predicted_temp(Watts(pass.load[n].power)).get();
+            let predicted = pass.predicted(n, pass.load[n].power);
             let why = if over_cpu {
                 format!(
                     "CPU demand {:.0} % exceeds capacity {:.0} %",
@@ -803,9 +842,7 @@ pub fn schedule(input: &ScheduleInput, cfg: &SchedulerConfig) -> SchedulePlan {
                     format!(
                         "{why}; moved to {} (steady state {:.1} °C with it, the coolest feasible)",
                         nodes[n].device,
-                        nodes[n]
-                            .predicted_temp(Watts(pass.load[n].power + w.power.get()))
-                            .get()
+                        pass.predicted(n, pass.load[n].power + w.power.get())
                     ),
                 ),
                 (Some(n), None) => (
@@ -814,9 +851,7 @@ pub fn schedule(input: &ScheduleInput, cfg: &SchedulerConfig) -> SchedulePlan {
                     },
                     format!(
                         "steady state {:.1} °C with it (limit {:.1} °C − margin {:.1}), the coolest of {} feasible devices",
-                        nodes[n]
-                            .predicted_temp(Watts(pass.load[n].power + w.power.get()))
-                            .get(),
+                        pass.predicted(n, pass.load[n].power + w.power.get()),
                         nodes[n].temp_limit.get(),
                         place_margin,
                         candidates.iter().filter(|c| c.feasible).count()
@@ -927,7 +962,8 @@ fn choose(
 /// Checks a set of placements against the nodes and workloads: every broken
 /// constraint or exceeded capacity (with `margin_c` below the limit), as
 /// `(device, reason)`. Empty when the placements are valid. The property tests
-/// and fleetd's admission of manual placements use it.
+/// and fleetd's admission of manual placements use it. Uses the thermal model
+/// only (a node's `temp_now` correction belongs to a scheduling pass).
 pub fn violations(
     nodes: &[Node],
     workloads: &[Workload],

@@ -39,7 +39,8 @@ fn fan_window(eff: f64, ambient: f64, power: f64) -> Vec<TelemetryPoint> {
             TelemetryPoint {
                 cpu_temp: Some(Celsius(ambient + power / g)),
                 ambient: Some(Celsius(ambient)),
-                power: Some(Watts(power)),
+                // Board power includes the fan's own 0.45 W at 100 %.
+                power: Some(Watts(power + 0.45 * duty / 100.0)),
                 cpu_load: Some(Percent::saturating(60.0)),
                 supply_voltage: Some(Volts(5.05)),
                 fan_duty: Some(Percent::saturating(duty)),

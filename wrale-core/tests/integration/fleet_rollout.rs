@@ -140,7 +140,8 @@ fn throttling_canary_pauses_with_rollback_plan_and_resume_restarts_soak() {
 
 #[test]
 fn auto_rollback_and_every_gate() {
-    let cases: Vec<(Gate, Box<dyn Fn(&mut Observation)>)> = vec![
+    type Hurt = Box<dyn Fn(&mut Observation)>;
+    let cases: Vec<(Gate, Hurt)> = vec![
         (
             Gate::ApplyFailed,
             Box::new(|o| {

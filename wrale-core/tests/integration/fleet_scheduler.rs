@@ -15,6 +15,7 @@ use wrale_core::model::{DeviceId, FanProfileName, Location};
 use wrale_core::units::{Celsius, KelvinPerWatt, Watts};
 use wrale_core::{BoardModel, BoardProfile};
 
+#[allow(clippy::too_many_arguments)]
 fn node(
     i: usize,
     model: BoardModel,
