@@ -18,22 +18,37 @@
 //! acknowledged with the sequence number ([`FrameKind::TelemetryAck`]) and only
 //! then removed from the source. One batch is in flight at a time; a batch
 //! unacknowledged when the link drops is sent again on the next connection.
+//!
+//! Fleet commands ([`FrameKind::Command`]) are handed to the host through
+//! [`AgentHandle::commands`] as [`IncomingCommand`]s; the host validates and
+//! executes each one and answers it. The agent records the answer in `reported`
+//! (`ack.<id>`) and sends it back as a [`FrameKind::CommandResult`] frame (on the
+//! next connection if the link dropped meanwhile). A command whose id was already
+//! answered (re-sent after a reconnect) is answered again from that record and
+//! never reaches the host twice; one still executing is not handed out again.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::Poll;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 use wrale_core::Timestamp;
+use wrale_core::model::CommandRequest;
 
+use crate::command::{CommandReply, FleetCommand, decode_command, encode_command_result};
 use crate::config::ConfigValidator;
-use crate::envelope::{Envelope, FrameKind, read_varint, write_varint};
+use crate::envelope::{
+    Envelope, FrameKind, read_varint, telemetry_ack_frame, telemetry_frame, telemetry_payload,
+};
 use crate::error::{Error, Result};
+use crate::reported::ReportedUpdate;
 use crate::schema::{FieldValue, Section};
 use crate::session::{Received, SyncSession};
 use crate::store::{Store, persist};
@@ -103,6 +118,8 @@ pub struct AgentConfig {
     /// and offers its heads again (recovers from a lost frame; doubles as a
     /// heartbeat), and an unacknowledged telemetry batch is sent again.
     pub resync_after: Duration,
+    /// Fleet commands queued for the host before new ones are refused (`busy`).
+    pub command_queue: usize,
 }
 
 impl Default for AgentConfig {
@@ -115,6 +132,7 @@ impl Default for AgentConfig {
             telemetry_batch: 256,
             telemetry_interval: Duration::from_secs(1),
             resync_after: Duration::from_secs(15),
+            command_queue: 16,
         }
     }
 }
@@ -155,6 +173,10 @@ pub struct AgentStatus {
     pub telemetry_sent: u64,
     /// Telemetry records acknowledged by the peer (and removed from the source).
     pub telemetry_acked: u64,
+    /// Fleet commands handed to the host (duplicates not counted).
+    pub commands_received: u64,
+    /// Fleet commands answered again from the recorded acknowledgement.
+    pub commands_duplicate: u64,
     /// The last error (connect, transport, store), for logs.
     pub last_error: Option<String>,
 }
@@ -188,22 +210,115 @@ where
     }
 }
 
-/// Connects with [`crate::transport::WsTransport::connect`] to a `ws://` URL.
+/// Connects with [`crate::transport::WsTransport::connect_with_token`] to a
+/// `ws://` URL (fleetd: `ws://host:port/api/v1/devices/<id>/sync`), sending
+/// `Authorization: Bearer <token>` when a token (the device credential) is set.
 #[cfg(feature = "ws")]
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct WsConnector {
     /// The fleet's sync URL.
     pub url: String,
+    /// The bearer token sent on the handshake (`wrd_...`).
+    pub token: Option<String>,
+}
+
+#[cfg(feature = "ws")]
+impl WsConnector {
+    /// A connector without a token.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            token: None,
+        }
+    }
+
+    /// Sends `Authorization: Bearer <token>` on every handshake.
+    pub fn with_token(mut self, token: impl Into<String>) -> Self {
+        self.token = Some(token.into());
+        self
+    }
+}
+
+/// The token is never printed.
+#[cfg(feature = "ws")]
+impl std::fmt::Debug for WsConnector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WsConnector")
+            .field("url", &self.url)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 #[cfg(feature = "ws")]
 #[async_trait]
 impl Connector for WsConnector {
     async fn connect(&mut self) -> Result<Box<dyn Transport>> {
-        let t = crate::transport::WsTransport::connect(&self.url).await?;
+        let t = crate::transport::WsTransport::connect_with_token(&self.url, self.token.as_deref())
+            .await?;
         Ok(Box::new(t))
     }
 }
+
+/// A fleet command for the host to validate, execute and answer. Answer with
+/// [`IncomingCommand::respond`] (or [`done`](IncomingCommand::done),
+/// [`refused`](IncomingCommand::refused), [`failed`](IncomingCommand::failed));
+/// dropping it unanswered answers `failed` with code `dropped`.
+#[derive(Debug)]
+pub struct IncomingCommand {
+    /// The fleet's command id.
+    pub id: String,
+    /// What to do, who asked and why.
+    pub request: CommandRequest,
+    reply: oneshot::Sender<CommandReply>,
+}
+
+impl IncomingCommand {
+    /// Answers the command (the reply's id is set to this command's id).
+    pub fn respond(self, mut reply: CommandReply) {
+        reply.id = self.id;
+        // The agent stopped: nobody to tell.
+        let _ = self.reply.send(reply);
+    }
+
+    /// Executed, with an optional result.
+    pub fn done(self, result: Option<serde_json::Value>) {
+        let id = self.id.clone();
+        self.respond(CommandReply::done(id, result));
+    }
+
+    /// Refused (not executed), with a stable code and a message.
+    pub fn refused(self, code: impl Into<String>, message: impl Into<String>) {
+        let id = self.id.clone();
+        self.respond(CommandReply::refused(id, code, message));
+    }
+
+    /// Failed while executing, with a stable code and a message.
+    pub fn failed(self, code: impl Into<String>, message: impl Into<String>) {
+        let id = self.id.clone();
+        self.respond(CommandReply::failed(id, code, message));
+    }
+}
+
+/// Commands handed to the host and not answered yet.
+type Pending = Vec<(String, oneshot::Receiver<CommandReply>)>;
+
+/// Waits for the next answered command (forever when none is pending).
+fn next_reply(pending: &mut Pending) -> impl Future<Output = (String, Option<CommandReply>)> + '_ {
+    std::future::poll_fn(move |cx| {
+        for i in 0..pending.len() {
+            if let Poll::Ready(r) = Pin::new(&mut pending[i].1).poll(cx) {
+                let (id, _) = pending.swap_remove(i);
+                return Poll::Ready((id, r.ok()));
+            }
+        }
+        Poll::Pending
+    })
+}
+
+/// How many answered commands are kept in memory to answer duplicates exactly
+/// (older ones are answered from the `ack.<id>` record, without message/result).
+const RECENT_REPLIES: usize = 64;
 
 /// Where telemetry batches come from. Records are opaque (typically
 /// [`crate::telemetry::encode_batch`] outputs); the cursor marks the end of a
@@ -238,40 +353,18 @@ impl TelemetrySource for Arc<Mutex<RingBuffer>> {
 /// Encodes a telemetry frame: sequence number, then each record as LEB128
 /// length + bytes.
 pub fn encode_telemetry(doc: &str, epoch: u64, seq: u64, records: &[Vec<u8>]) -> Vec<u8> {
-    let mut payload = Vec::new();
-    write_varint(&mut payload, seq);
-    for r in records {
-        write_varint(&mut payload, r.len() as u64);
-        payload.extend_from_slice(r);
-    }
-    Envelope::new(FrameKind::Telemetry, doc, epoch, payload).encode()
+    telemetry_frame(doc, epoch, seq, records)
 }
 
 /// Decodes the payload of a [`FrameKind::Telemetry`] frame into its sequence
 /// number and records.
 pub fn decode_telemetry(payload: &[u8]) -> Result<(u64, Vec<Vec<u8>>)> {
-    let bad = |reason: &str| Error::Telemetry(format!("telemetry frame: {reason}"));
-    let mut pos = 0;
-    let seq = read_varint(payload, &mut pos).ok_or_else(|| bad("bad sequence number"))?;
-    let mut records = Vec::new();
-    while pos < payload.len() {
-        let len = read_varint(payload, &mut pos).ok_or_else(|| bad("bad record length"))?;
-        let len = usize::try_from(len).map_err(|_| bad("record too long"))?;
-        let end = pos
-            .checked_add(len)
-            .filter(|e| *e <= payload.len())
-            .ok_or_else(|| bad("record cut off"))?;
-        records.push(payload[pos..end].to_vec());
-        pos = end;
-    }
-    Ok((seq, records))
+    telemetry_payload(payload)
 }
 
 /// Encodes the acknowledgement of telemetry frame `seq`.
 pub fn encode_telemetry_ack(doc: &str, epoch: u64, seq: u64) -> Vec<u8> {
-    let mut payload = Vec::new();
-    write_varint(&mut payload, seq);
-    Envelope::new(FrameKind::TelemetryAck, doc, epoch, payload).encode()
+    telemetry_ack_frame(doc, epoch, seq)
 }
 
 /// Decodes the payload of a [`FrameKind::TelemetryAck`] frame.
@@ -300,6 +393,7 @@ pub struct AgentHandle {
     changed: Arc<Notify>,
     verdict: watch::Receiver<Option<ConfigVerdict>>,
     status: watch::Receiver<AgentStatus>,
+    commands: Arc<Mutex<Option<mpsc::Receiver<IncomingCommand>>>>,
 }
 
 impl AgentHandle {
@@ -325,6 +419,14 @@ impl AgentHandle {
     /// Mode and connection counters.
     pub fn status(&self) -> watch::Receiver<AgentStatus> {
         self.status.clone()
+    }
+
+    /// The fleet commands for this host to execute; `Some` only on the first call
+    /// (one consumer). Until it is taken, the agent refuses commands with code
+    /// `commands_unsupported`; when the queue is full, with `busy`. Each
+    /// [`IncomingCommand`] must be answered.
+    pub fn commands(&self) -> Option<mpsc::Receiver<IncomingCommand>> {
+        lock(&self.commands).take()
     }
 }
 
@@ -357,6 +459,11 @@ pub struct Agent {
     status_tx: watch::Sender<AgentStatus>,
     last_desired: Option<std::collections::BTreeMap<String, FieldValue>>,
     telemetry_seq: u64,
+    commands_tx: mpsc::Sender<IncomingCommand>,
+    commands_rx: Arc<Mutex<Option<mpsc::Receiver<IncomingCommand>>>>,
+    pending: Pending,
+    recent: VecDeque<CommandReply>,
+    replies_out: VecDeque<CommandReply>,
 }
 
 impl std::fmt::Debug for Agent {
@@ -388,11 +495,14 @@ impl Agent {
         let changed = Arc::new(Notify::new());
         let (verdict_tx, verdict) = watch::channel(None);
         let (status_tx, status) = watch::channel(AgentStatus::default());
+        let (commands_tx, rx) = mpsc::channel(config.command_queue.max(1));
+        let commands_rx = Arc::new(Mutex::new(Some(rx)));
         let handle = AgentHandle {
             twin: twin.clone(),
             changed: changed.clone(),
             verdict,
             status,
+            commands: commands_rx.clone(),
         };
         let agent = Agent {
             twin,
@@ -407,6 +517,11 @@ impl Agent {
             status_tx,
             last_desired: None,
             telemetry_seq: 0,
+            commands_tx,
+            commands_rx,
+            pending: Vec::new(),
+            recent: VecDeque::new(),
+            replies_out: VecDeque::new(),
         };
         (agent, handle)
     }
@@ -491,6 +606,15 @@ impl Agent {
                     () = self.changed.notified() => {
                         // Degraded: local edits are validated, kept and merged later.
                         if let Err(e) = self.offline_change() {
+                            self.status(|s| s.last_error = Some(e.to_string()));
+                        }
+                    }
+                    (id, reply) = next_reply(&mut self.pending) => {
+                        // Recorded now, sent on the next connection.
+                        if let Err(e) = self
+                            .command_answered(id, reply)
+                            .and_then(|()| self.offline_change())
+                        {
                             self.status(|s| s.last_error = Some(e.to_string()));
                         }
                     }
@@ -637,6 +761,18 @@ impl Agent {
                 }
                 return Ok(None);
             }
+            if env.kind == FrameKind::Command {
+                let ours = lock(&self.twin).device().to_string();
+                if env.doc != ours {
+                    return Err(Error::WrongDevice {
+                        ours,
+                        theirs: env.doc,
+                    });
+                }
+                let command = decode_command(&env.payload)?;
+                self.command_received(command)?;
+                return Ok(None);
+            }
         }
         let (received, epoch_switch) = {
             let mut twin = lock(&self.twin);
@@ -676,6 +812,108 @@ impl Agent {
         Ok(Some(changed))
     }
 
+    /// A command frame from the fleet: hand it to the host once, answer
+    /// duplicates from what was recorded.
+    fn command_received(&mut self, command: FleetCommand) -> Result<()> {
+        let id = command.id.clone();
+        if self.pending.iter().any(|(p, _)| *p == id) {
+            // Still executing: the answer goes out when the host gives it.
+            self.status(|s| s.commands_duplicate += 1);
+            return Ok(());
+        }
+        if let Some(r) = self.recent.iter().find(|r| r.id == id) {
+            let r = r.clone();
+            self.status(|s| s.commands_duplicate += 1);
+            self.replies_out.push_back(r);
+            return Ok(());
+        }
+        let recorded = lock(&self.twin).reported()?.acks.get(&id).cloned();
+        if let Some(ack) = recorded {
+            let r = CommandReply::from_ack(id.clone(), &ack).unwrap_or_else(|| {
+                CommandReply::failed(
+                    id,
+                    "unreadable_ack",
+                    format!("already answered, but the recorded ack {ack:?} does not parse"),
+                )
+            });
+            self.status(|s| s.commands_duplicate += 1);
+            self.replies_out.push_back(r);
+            return Ok(());
+        }
+        if lock(&self.commands_rx).is_some() {
+            self.replies_out.push_back(CommandReply::refused(
+                id,
+                "commands_unsupported",
+                "this device does not accept fleet commands",
+            ));
+            return Ok(());
+        }
+        let (tx, rx) = oneshot::channel();
+        let incoming = IncomingCommand {
+            id: id.clone(),
+            request: command.request,
+            reply: tx,
+        };
+        match self.commands_tx.try_send(incoming) {
+            Ok(()) => {
+                self.pending.push((id, rx));
+                self.status(|s| s.commands_received += 1);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.replies_out.push_back(CommandReply::refused(
+                    id,
+                    "busy",
+                    "too many commands waiting on this device; retry later",
+                ));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                self.replies_out.push_back(CommandReply::failed(
+                    id,
+                    "host_gone",
+                    "the device's command handler stopped",
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// The host answered (or dropped) a command: record the ack in `reported`
+    /// and queue the result frame. Persisting is the caller's job.
+    fn command_answered(&mut self, id: String, reply: Option<CommandReply>) -> Result<()> {
+        let mut reply = reply.unwrap_or_else(|| {
+            CommandReply::failed(
+                id.clone(),
+                "dropped",
+                "the host dropped the command without answering",
+            )
+        });
+        reply.id = id.clone();
+        let update = ReportedUpdate {
+            acks: [(id, reply.ack_value())].into(),
+            ..ReportedUpdate::default()
+        };
+        lock(&self.twin).report(&update, now())?;
+        if self.recent.len() >= RECENT_REPLIES {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(reply.clone());
+        self.replies_out.push_back(reply);
+        Ok(())
+    }
+
+    /// Sends the queued command results.
+    async fn send_replies(&mut self, transport: &mut dyn Transport) -> Result<()> {
+        while let Some(r) = self.replies_out.front() {
+            let frame = {
+                let twin = lock(&self.twin);
+                encode_command_result(twin.device().as_str(), twin.epoch(), r)
+            };
+            transport.send(frame).await?;
+            self.replies_out.pop_front();
+        }
+        Ok(())
+    }
+
     /// Serves one connection; returns how it ended and whether any frame from
     /// the peer was accepted (which resets the backoff).
     async fn serve(
@@ -712,12 +950,14 @@ impl Agent {
             tokio::time::interval(self.config.telemetry_interval.max(Duration::from_millis(1)));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         self.flush(&mut session, transport).await?;
+        self.send_replies(transport).await?;
         let mut last_rx = tokio::time::Instant::now();
         loop {
             enum Event {
                 Frame(Option<Vec<u8>>),
                 Local,
                 Tick,
+                Answered(String, Option<CommandReply>),
             }
             let ev = tokio::select! {
                 () = cancel.cancelled() => {
@@ -727,6 +967,7 @@ impl Agent {
                 r = transport.recv() => Event::Frame(r?),
                 () = self.changed.notified() => Event::Local,
                 _ = tick.tick() => Event::Tick,
+                (id, reply) = next_reply(&mut self.pending) => Event::Answered(id, reply),
             };
             match ev {
                 Event::Frame(None) => {
@@ -755,7 +996,15 @@ impl Agent {
                     }
                     self.flush(&mut session, transport).await?;
                     self.save_session(&session)?;
+                    self.send_replies(transport).await?;
                     self.ship_telemetry(&mut in_flight, transport).await?;
+                }
+                Event::Answered(id, reply) => {
+                    self.command_answered(id, reply)?;
+                    self.after_change(now())?;
+                    self.flush(&mut session, transport).await?;
+                    self.save_session(&session)?;
+                    self.send_replies(transport).await?;
                 }
                 Event::Local => {
                     self.after_change(now())?;

@@ -4,10 +4,11 @@
 //! byte 0      'W' (0x57)           magic
 //! byte 1      version (1)
 //! byte 2      kind: 1 sync message, 2 epoch snapshot, 3 epoch request,
-//!             4 telemetry, 5 telemetry ack
+//!             4 telemetry, 5 telemetry ack, 6 command, 7 command result
 //! LEB128      epoch of the sender's document
 //! u8 + bytes  document id (1-64 bytes of a-z 0-9 - . : _)
-//! rest        payload (an automerge sync message, a saved document, or empty)
+//! rest        payload (an automerge sync message, a saved document, telemetry
+//!             records, command JSON, or empty)
 //! ```
 //!
 //! Decoding checks every field and names the first problem; a frame that fails
@@ -35,6 +36,12 @@ pub enum FrameKind {
     Telemetry,
     /// The peer's acknowledgement of a [`FrameKind::Telemetry`] frame.
     TelemetryAck,
+    /// A fleet command for the device: JSON [`crate::FleetCommand`]
+    /// ([`crate::encode_command`]); never reaches a twin.
+    Command,
+    /// The device's answer to a [`FrameKind::Command`]: JSON
+    /// [`crate::CommandReply`] ([`crate::encode_command_result`]).
+    CommandResult,
 }
 
 impl FrameKind {
@@ -45,6 +52,8 @@ impl FrameKind {
             FrameKind::EpochRequest => 3,
             FrameKind::Telemetry => 4,
             FrameKind::TelemetryAck => 5,
+            FrameKind::Command => 6,
+            FrameKind::CommandResult => 7,
         }
     }
 }
@@ -142,6 +151,44 @@ pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
     None
 }
 
+/// Encodes a telemetry frame: sequence number, then each record as LEB128
+/// length + bytes.
+pub(crate) fn telemetry_frame(doc: &str, epoch: u64, seq: u64, records: &[Vec<u8>]) -> Vec<u8> {
+    let mut payload = Vec::new();
+    write_varint(&mut payload, seq);
+    for r in records {
+        write_varint(&mut payload, r.len() as u64);
+        payload.extend_from_slice(r);
+    }
+    Envelope::new(FrameKind::Telemetry, doc, epoch, payload).encode()
+}
+
+/// Decodes a telemetry payload into its sequence number and records.
+pub(crate) fn telemetry_payload(payload: &[u8]) -> crate::Result<(u64, Vec<Vec<u8>>)> {
+    let bad = |reason: &str| crate::Error::Telemetry(format!("telemetry frame: {reason}"));
+    let mut pos = 0;
+    let seq = read_varint(payload, &mut pos).ok_or_else(|| bad("bad sequence number"))?;
+    let mut records = Vec::new();
+    while pos < payload.len() {
+        let len = read_varint(payload, &mut pos).ok_or_else(|| bad("bad record length"))?;
+        let len = usize::try_from(len).map_err(|_| bad("record too long"))?;
+        let end = pos
+            .checked_add(len)
+            .filter(|e| *e <= payload.len())
+            .ok_or_else(|| bad("record cut off"))?;
+        records.push(payload[pos..end].to_vec());
+        pos = end;
+    }
+    Ok((seq, records))
+}
+
+/// Encodes the acknowledgement of telemetry frame `seq`.
+pub(crate) fn telemetry_ack_frame(doc: &str, epoch: u64, seq: u64) -> Vec<u8> {
+    let mut payload = Vec::new();
+    write_varint(&mut payload, seq);
+    Envelope::new(FrameKind::TelemetryAck, doc, epoch, payload).encode()
+}
+
 impl Envelope {
     /// A frame.
     pub fn new(kind: FrameKind, doc: impl Into<String>, epoch: u64, payload: Vec<u8>) -> Self {
@@ -184,6 +231,8 @@ impl Envelope {
             3 => FrameKind::EpochRequest,
             4 => FrameKind::Telemetry,
             5 => FrameKind::TelemetryAck,
+            6 => FrameKind::Command,
+            7 => FrameKind::CommandResult,
             k => return Err(EnvelopeError::UnknownKind(k)),
         };
         let mut pos = 3;
@@ -233,8 +282,8 @@ mod tests {
                 .contains("version 9")
         );
         let mut b = good.clone();
-        b[2] = 7;
-        assert_eq!(Envelope::decode(&b), Err(EnvelopeError::UnknownKind(7)));
+        b[2] = 8;
+        assert_eq!(Envelope::decode(&b), Err(EnvelopeError::UnknownKind(8)));
         assert!(matches!(
             Envelope::decode(&good[..6]),
             Err(EnvelopeError::BadDocId(_))

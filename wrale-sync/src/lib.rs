@@ -16,15 +16,23 @@
 //! ([`MemoryStore`], [`SqliteStore`]). Live telemetry does not go into the twin; it
 //! takes the [`telemetry`] path.
 //!
+//! Two drivers run the protocol over real links: the edge agent (`agent`
+//! module, feature `agent`: one twin, reconnecting to the fleet; metald) and the
+//! hub (`hub` module, feature `hub`: many devices, the fleet side; fleetd). Fleet commands travel on the same link ([`FleetCommand`],
+//! [`CommandReply`]).
+//!
 //! See `docs/sync.md` for the schema, the merge rules per field and the size budget.
 
 #[cfg(feature = "agent")]
 pub mod agent;
 mod author;
+mod command;
 mod config;
 mod envelope;
 mod epoch;
 mod error;
+#[cfg(feature = "hub")]
+pub mod hub;
 mod policy_validator;
 mod reported;
 mod schema;
@@ -34,12 +42,18 @@ pub mod telemetry;
 pub mod transport;
 mod twin;
 
+#[cfg(all(feature = "agent", feature = "ws"))]
+pub use agent::WsConnector;
 #[cfg(feature = "agent")]
 pub use agent::{
     Agent, AgentConfig, AgentHandle, AgentMode, AgentStatus, Backoff, Connector, FnConnector,
-    TelemetrySource,
+    IncomingCommand, TelemetrySource,
 };
 pub use author::{Author, AuthorKind};
+pub use command::{
+    CommandReply, CommandStatus, FleetCommand, MAX_COMMAND_ID, decode_command,
+    decode_command_result, encode_command, encode_command_result,
+};
 pub use config::{
     BoardFloorValidator, ConfigValidator, CurvePoint, DesiredConfig, PartialConfig, Rejection,
     effective_config,
@@ -47,6 +61,11 @@ pub use config::{
 pub use envelope::{Envelope, EnvelopeError, FrameKind};
 pub use epoch::{Adoption, Compaction, KEPT_CLOCKS};
 pub use error::{Error, Result};
+#[cfg(feature = "hub")]
+pub use hub::{
+    ChangeOrigin, DiscardTelemetry, Hub, HubConfig, HubError, HubEvent, HubStatus, SessionEnd,
+    TelemetrySink,
+};
 pub use policy_validator::PolicyValidator;
 pub use reported::{ConfigStatus, Health, ReportPolicy, Reported, ReportedUpdate};
 pub use schema::{

@@ -207,6 +207,9 @@ impl SyncSession {
             FrameKind::Telemetry | FrameKind::TelemetryAck => Ok(Received::Ignored(
                 "telemetry frame: not for the sync session",
             )),
+            FrameKind::Command | FrameKind::CommandResult => {
+                Ok(Received::Ignored("command frame: not for the sync session"))
+            }
         }
     }
 }

@@ -1,14 +1,27 @@
-//! The WebSocket transport: each envelope is one binary WebSocket message.
+//! The WebSocket transport (tokio-tungstenite): each envelope is one binary
+//! WebSocket message.
 //!
-//! The client half dials a URL (`ws://host:8600/api/v1/sync`); the server half
-//! accepts an already-accepted TCP stream (fleetd's listener, or axum's upgrade in
-//! a later step). No TLS here yet; rustls goes in front when it comes.
+//! The client half dials a URL (`ws://host:8600/api/v1/devices/<id>/sync`),
+//! optionally with `Authorization: Bearer <token>` on the handshake
+//! ([`WsTransport::connect_with_token`]); the server half accepts an
+//! already-accepted TCP stream. fleetd accepts devices through axum instead:
+//! see [`crate::transport::AxumWsTransport`] (feature `axum`). No TLS here yet;
+//! rustls goes in front when it comes.
+//!
+//! Closing: [`Transport::close_with`] sends a close frame with a code and reason.
+//! When the peer closes with a code other than 1000 (normal) or 1001 (going
+//! away), [`Transport::recv`] returns an error naming the code and reason (the
+//! agent logs it as its last error); a normal close is `Ok(None)`.
 
 use async_trait::async_trait;
 use futures_util::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::header::AUTHORIZATION;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::Transport;
@@ -24,10 +37,46 @@ fn err(e: impl std::fmt::Display) -> Error {
     Error::Transport(format!("websocket: {e}"))
 }
 
+/// What `recv` makes of a close frame from the peer: `Ok(None)` for a normal
+/// close, an error naming the code and reason otherwise.
+pub(crate) fn closed_by_peer(code: Option<u16>, reason: &str) -> Result<Option<Vec<u8>>> {
+    match code {
+        None | Some(1000) | Some(1001) => Ok(None),
+        Some(code) => Err(Error::Transport(format!(
+            "websocket closed by the peer with code {code}: {reason}"
+        ))),
+    }
+}
+
+/// A close reason cut to fit a close frame (at most 123 bytes, on a character
+/// boundary).
+pub(crate) fn short_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(120);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
 impl WsTransport<MaybeTlsStream<TcpStream>> {
     /// Connects to a `ws://` URL.
     pub async fn connect(url: &str) -> Result<Self> {
-        let (ws, _resp) = tokio_tungstenite::connect_async(url).await.map_err(err)?;
+        Self::connect_with_token(url, None).await
+    }
+
+    /// Connects to a `ws://` URL, sending `Authorization: Bearer <token>` on the
+    /// handshake when `token` is given. A refused handshake (401, 403, 404) is an
+    /// error naming the HTTP status.
+    pub async fn connect_with_token(url: &str, token: Option<&str>) -> Result<Self> {
+        let mut request = url.into_client_request().map_err(err)?;
+        if let Some(token) = token {
+            let value = HeaderValue::from_str(&format!("Bearer {token}"))
+                .map_err(|_| Error::Transport("websocket: token is not a valid header".into()))?;
+            request.headers_mut().insert(AUTHORIZATION, value);
+        }
+        let (ws, _resp) = tokio_tungstenite::connect_async(request)
+            .await
+            .map_err(err)?;
         Ok(Self { ws })
     }
 }
@@ -39,7 +88,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> WsTransport<S> {
         Ok(Self { ws })
     }
 
-    /// Closes the link politely.
+    /// Wraps an already-established WebSocket stream (e.g. one accepted with
+    /// `tokio_tungstenite::accept_hdr_async` after checking headers).
+    pub fn from_stream(ws: WebSocketStream<S>) -> Self {
+        Self { ws }
+    }
+
+    /// Closes the link politely (code 1000).
     pub async fn close(&mut self) -> Result<()> {
         self.ws.close(None).await.map_err(err)
     }
@@ -57,7 +112,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for WsTransport<S> {
                 None => return Ok(None),
                 Some(Err(e)) => return Err(err(e)),
                 Some(Ok(Message::Binary(b))) => return Ok(Some(b.to_vec())),
-                Some(Ok(Message::Close(_))) => return Ok(None),
+                Some(Ok(Message::Close(frame))) => {
+                    return closed_by_peer(
+                        frame.as_ref().map(|f| u16::from(f.code)),
+                        frame.as_ref().map(|f| f.reason.as_str()).unwrap_or(""),
+                    );
+                }
                 Some(Ok(Message::Text(_))) => {
                     return Err(Error::Transport(
                         "websocket: text message where a binary frame was expected".into(),
@@ -66,5 +126,13 @@ impl<S: AsyncRead + AsyncWrite + Unpin + Send> Transport for WsTransport<S> {
                 Some(Ok(_)) => continue, // ping, pong, raw frames
             }
         }
+    }
+
+    async fn close_with(&mut self, code: u16, reason: &str) -> Result<()> {
+        let frame = CloseFrame {
+            code: code.into(),
+            reason: short_reason(reason).into(),
+        };
+        self.ws.close(Some(frame)).await.map_err(err)
     }
 }

@@ -9,6 +9,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
+use wrale_core::model::{Actor, Command, CommandRequest};
 use wrale_core::units::Celsius;
 use wrale_core::{BoardModel, BoardProfile};
 use wrale_sync::agent::{ConnectFuture, decode_telemetry, encode_telemetry, encode_telemetry_ack};
@@ -16,9 +17,10 @@ use wrale_sync::store::load_twin;
 use wrale_sync::telemetry::ring::RingBuffer;
 use wrale_sync::transport::{Faults, MemoryTransport};
 use wrale_sync::{
-    Agent, AgentConfig, AgentHandle, AgentMode, Author, Backoff, BoardFloorValidator,
-    ConfigVerdict, Envelope, FnConnector, FrameKind, MemoryStore, ReportedUpdate, Store,
-    StoredTwin, SyncSession, Transport, Twin,
+    Agent, AgentConfig, AgentHandle, AgentMode, Author, Backoff, BoardFloorValidator, CommandReply,
+    CommandStatus, ConfigVerdict, Envelope, FleetCommand, FnConnector, FrameKind, MemoryStore,
+    ReportedUpdate, Store, StoredTwin, SyncSession, Transport, Twin, decode_command_result,
+    encode_command,
 };
 
 use crate::common::t as at;
@@ -28,7 +30,7 @@ use crate::common::*;
 
 /// A store shared between the agent and the test.
 #[derive(Clone, Default)]
-struct SharedStore(Arc<Mutex<MemoryStore>>);
+pub(crate) struct SharedStore(pub(crate) Arc<Mutex<MemoryStore>>);
 
 impl Store for SharedStore {
     fn load(&self, doc: &str) -> wrale_sync::Result<Option<StoredTwin>> {
@@ -71,9 +73,9 @@ impl Store for SharedStore {
 }
 
 /// Links the test hands to the agent's connector; empty = fleet unreachable.
-type Links = Arc<Mutex<VecDeque<MemoryTransport>>>;
+pub(crate) type Links = Arc<Mutex<VecDeque<MemoryTransport>>>;
 
-fn connector(links: Links) -> Box<FnConnector<impl FnMut() -> ConnectFuture + Send>> {
+pub(crate) fn connector(links: Links) -> Box<FnConnector<impl FnMut() -> ConnectFuture + Send>> {
     Box::new(FnConnector(move || -> ConnectFuture {
         let next = links.lock().unwrap().pop_front();
         Box::pin(async move {
@@ -93,6 +95,10 @@ struct Brain {
     saved: Arc<Mutex<Option<Vec<u8>>>>,
     telemetry: Arc<Mutex<Vec<Vec<u8>>>>,
     ack: Arc<AtomicBool>,
+    /// Raw frames to send to the device (commands, garbage), sent on `changed`.
+    outbox: Arc<Mutex<Vec<Vec<u8>>>>,
+    /// Command results received from the device.
+    results: Arc<Mutex<Vec<CommandReply>>>,
     /// Reset the session after this long without a frame (lossy links).
     resync: Option<Duration>,
 }
@@ -105,6 +111,8 @@ impl Brain {
             saved: Arc::default(),
             telemetry: Arc::default(),
             ack: Arc::new(AtomicBool::new(true)),
+            outbox: Arc::default(),
+            results: Arc::default(),
             resync: None,
         }
     }
@@ -119,6 +127,26 @@ impl Brain {
         f(&mut self.twin.lock().unwrap())
     }
 
+    /// Queues a raw frame for the device.
+    fn push(&self, frame: Vec<u8>) {
+        self.outbox.lock().unwrap().push(frame);
+        self.changed.notify_one();
+    }
+
+    /// Sends a fleet command.
+    fn command(&self, id: &str, command: Command) {
+        let c = FleetCommand {
+            id: id.into(),
+            request: CommandRequest::new(Actor::User("alice".into()), "test", command),
+        };
+        self.push(encode_command("pi-rack1-07", 0, &c));
+    }
+
+    fn results_for(&self, id: &str) -> Vec<CommandReply> {
+        let r = self.results.lock().unwrap();
+        r.iter().filter(|r| r.id == id).cloned().collect()
+    }
+
     fn flush(&self, s: &mut SyncSession) -> Vec<Vec<u8>> {
         let mut twin = self.twin.lock().unwrap();
         let mut out = Vec::new();
@@ -130,50 +158,60 @@ impl Brain {
     }
 
     /// Serves one link until it closes (or the task is aborted: disconnect).
-    fn serve(&self, mut t: MemoryTransport) -> JoinHandle<()> {
+    fn serve(&self, t: MemoryTransport) -> JoinHandle<()> {
         let b = self.clone();
-        tokio::spawn(async move {
-            let mut s = {
-                let twin = b.twin.lock().unwrap();
-                match b.saved.lock().unwrap().clone() {
-                    Some(saved) => SyncSession::with_saved_state(&twin, "pi", &saved).unwrap(),
-                    None => SyncSession::new(&twin, "pi"),
+        tokio::spawn(async move { b.serve_on(t).await })
+    }
+
+    /// Serves one link of any kind until it closes.
+    async fn serve_on<T: Transport>(&self, mut t: T) {
+        let b = self;
+        let mut s = {
+            let twin = b.twin.lock().unwrap();
+            match b.saved.lock().unwrap().clone() {
+                Some(saved) => SyncSession::with_saved_state(&twin, "pi", &saved).unwrap(),
+                None => SyncSession::new(&twin, "pi"),
+            }
+        };
+        loop {
+            let raw: Vec<Vec<u8>> = std::mem::take(&mut *b.outbox.lock().unwrap());
+            for f in b.flush(&mut s).into_iter().chain(raw) {
+                if t.send(f).await.is_err() {
+                    return;
                 }
-            };
-            loop {
-                for f in b.flush(&mut s) {
-                    if t.send(f).await.is_err() {
-                        return;
-                    }
-                }
-                let frame = tokio::select! {
-                    r = t.recv() => match r {
-                        Ok(Some(f)) => f,
-                        _ => return,
-                    },
-                    () = b.changed.notified() => continue,
-                    // Quiet for a while: forget in-flight state (a lost frame
-                    // otherwise leaves both sides waiting), as a fleet peer does.
-                    () = tokio::time::sleep(b.resync.unwrap_or(Duration::MAX)),
-                        if b.resync.is_some() => {
-                        s.reset();
-                        continue;
-                    }
-                };
-                let env = Envelope::decode(&frame).expect("the agent sends valid frames");
-                if env.kind == FrameKind::Telemetry {
-                    let (seq, records) = decode_telemetry(&env.payload).unwrap();
-                    b.telemetry.lock().unwrap().extend(records);
-                    if b.ack.load(Ordering::SeqCst) {
-                        let _ = t.send(encode_telemetry_ack(&env.doc, env.epoch, seq)).await;
-                    }
+            }
+            let frame = tokio::select! {
+                r = t.recv() => match r {
+                    Ok(Some(f)) => f,
+                    _ => return,
+                },
+                () = b.changed.notified() => continue,
+                // Quiet for a while: forget in-flight state (a lost frame
+                // otherwise leaves both sides waiting), as a fleet peer does.
+                () = tokio::time::sleep(b.resync.unwrap_or(Duration::MAX)),
+                    if b.resync.is_some() => {
+                    s.reset();
                     continue;
                 }
-                let mut twin = b.twin.lock().unwrap();
-                s.receive(&mut twin, &frame, at(50))
-                    .expect("valid sync frame");
+            };
+            let env = Envelope::decode(&frame).expect("the agent sends valid frames");
+            if env.kind == FrameKind::Telemetry {
+                let (seq, records) = decode_telemetry(&env.payload).unwrap();
+                b.telemetry.lock().unwrap().extend(records);
+                if b.ack.load(Ordering::SeqCst) {
+                    let _ = t.send(encode_telemetry_ack(&env.doc, env.epoch, seq)).await;
+                }
+                continue;
             }
-        })
+            if env.kind == FrameKind::CommandResult {
+                let r = decode_command_result(&env.payload).expect("valid result");
+                b.results.lock().unwrap().push(r);
+                continue;
+            }
+            let mut twin = b.twin.lock().unwrap();
+            s.receive(&mut twin, &frame, at(50))
+                .expect("valid sync frame");
+        }
     }
 }
 
@@ -195,7 +233,7 @@ fn link(links: &Links, brain: &Brain) -> JoinHandle<()> {
     brain.serve(b)
 }
 
-fn config() -> AgentConfig {
+pub(crate) fn config() -> AgentConfig {
     AgentConfig {
         peer: "fleet".into(),
         backoff: Backoff {
@@ -208,10 +246,11 @@ fn config() -> AgentConfig {
         telemetry_batch: 16,
         telemetry_interval: Duration::from_millis(10),
         resync_after: Duration::from_secs(30),
+        command_queue: 4,
     }
 }
 
-fn validator() -> Box<BoardFloorValidator> {
+pub(crate) fn validator() -> Box<BoardFloorValidator> {
     Box::new(BoardFloorValidator::new(BoardProfile::builtin(
         BoardModel::Pi4B,
     )))
@@ -258,7 +297,7 @@ impl Running {
     }
 }
 
-async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+pub(crate) async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
     for _ in 0..1000 {
         if cond() {
             return;
@@ -755,4 +794,368 @@ fn policy_validator_fits_the_agent() {
     assert!(v.validate(&cfg).is_ok());
     cfg.critical = Some(Celsius(150.0));
     assert!(v.validate(&cfg).is_err());
+}
+
+// ---------------------------------------------------------------- commands
+
+/// Executes every command the host receives: counts executions per id and
+/// answers `done` with the count, except `reboot`, which is refused.
+fn host(h: &AgentHandle) -> Arc<Mutex<Vec<String>>> {
+    let executed: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut rx = h.commands().expect("first take");
+    assert!(h.commands().is_none(), "taken once");
+    let ex = executed.clone();
+    tokio::spawn(async move {
+        while let Some(c) = rx.recv().await {
+            ex.lock().unwrap().push(c.id.clone());
+            match c.request.command {
+                Command::Reboot => c.refused("maintenance_window", "not now"),
+                _ => {
+                    let n = ex.lock().unwrap().len();
+                    c.done(Some(serde_json::json!({ "n": n })));
+                }
+            }
+        }
+    });
+    executed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_are_executed_once_answered_and_acked_in_reported() {
+    let (brain, d) = pair();
+    let links = Links::default();
+    let store = SharedStore::default();
+    let b = link(&links, &brain);
+    let agent = start(d, store.clone(), links.clone(), config());
+    let h = agent.handle.clone();
+    let executed = host(&h);
+    eventually("first sync", || in_sync(&brain, &h)).await;
+
+    brain.command(
+        "c-1",
+        Command::SetFanDuty {
+            fan: "fan0".into(),
+            duty: wrale_core::units::Percent::saturating(40.0),
+        },
+    );
+    brain.command("c-2", Command::Reboot);
+    eventually("both answered", || {
+        !brain.results_for("c-1").is_empty() && !brain.results_for("c-2").is_empty()
+    })
+    .await;
+    let r1 = brain.results_for("c-1").remove(0);
+    assert_eq!(r1.status, CommandStatus::Done);
+    assert_eq!(r1.result, Some(serde_json::json!({"n": 1})));
+    let r2 = brain.results_for("c-2").remove(0);
+    assert_eq!(r2.status, CommandStatus::Refused);
+    assert_eq!(r2.code.as_deref(), Some("maintenance_window"));
+    eventually("acks reach the brain's twin", || {
+        let acks = brain.with(|t| t.reported().unwrap().acks);
+        acks.get("c-1").map(String::as_str) == Some("done")
+            && acks.get("c-2").map(String::as_str) == Some("refused:maintenance_window")
+    })
+    .await;
+
+    // Re-sent on the same link: answered again (same result), not executed.
+    brain.command(
+        "c-1",
+        Command::SetFanDuty {
+            fan: "fan0".into(),
+            duty: wrale_core::units::Percent::saturating(40.0),
+        },
+    );
+    eventually("answered twice", || brain.results_for("c-1").len() == 2).await;
+    assert_eq!(brain.results_for("c-1")[1], r1);
+
+    // Re-sent after a reconnect: still not executed again.
+    b.abort();
+    let _b = link(&links, &brain);
+    brain.command(
+        "c-1",
+        Command::SetFanDuty {
+            fan: "fan0".into(),
+            duty: wrale_core::units::Percent::saturating(40.0),
+        },
+    );
+    eventually("answered after reconnect", || {
+        brain.results_for("c-1").len() == 3
+    })
+    .await;
+    assert_eq!(executed.lock().unwrap().as_slice(), ["c-1", "c-2"]);
+    let st = h.status().borrow().clone();
+    assert_eq!(
+        (st.commands_received, st.commands_duplicate),
+        (2, 2),
+        "{st:?}"
+    );
+    agent.stop().await;
+
+    // A restarted agent (no memory of replies) answers from the recorded ack.
+    let d = load_twin(&store, "pi-rack1-07", dev()).unwrap().unwrap();
+    let links = Links::default();
+    let _b = link(&links, &brain);
+    let agent = start(d, store.clone(), links.clone(), config());
+    let executed = host(&agent.handle);
+    brain.command("c-2", Command::Reboot);
+    eventually("answered after restart", || {
+        brain.results_for("c-2").len() == 2
+    })
+    .await;
+    let again = brain.results_for("c-2").remove(1);
+    assert_eq!(again.status, CommandStatus::Refused);
+    assert_eq!(again.code.as_deref(), Some("maintenance_window"));
+    assert!(executed.lock().unwrap().is_empty());
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_without_a_handler_are_refused_and_bad_frames_rejected() {
+    let (brain, d) = pair();
+    let links = Links::default();
+    let _b = link(&links, &brain);
+    let agent = start(d, SharedStore::default(), links.clone(), config());
+    let h = agent.handle.clone();
+    eventually("first sync", || in_sync(&brain, &h)).await;
+
+    brain.command("c-9", Command::Reboot);
+    eventually("refused", || !brain.results_for("c-9").is_empty()).await;
+    let r = brain.results_for("c-9").remove(0);
+    assert_eq!(r.status, CommandStatus::Refused);
+    assert_eq!(r.code.as_deref(), Some("commands_unsupported"));
+
+    // Malformed command JSON, and a command for another device: rejected.
+    brain.push(Envelope::new(FrameKind::Command, "pi-rack1-07", 0, b"{nope".to_vec()).encode());
+    let other = FleetCommand {
+        id: "c-x".into(),
+        request: CommandRequest::new(Actor::Fleet, "", Command::Reboot),
+    };
+    brain.push(encode_command("pi-other", 0, &other));
+    let mut status = h.status();
+    eventually("two rejected", || {
+        status.borrow_and_update().frames_rejected == 2
+    })
+    .await;
+    assert!(brain.results_for("c-x").is_empty());
+    // The link survives: a later command still gets an answer.
+    brain.command("c-10", Command::Reboot);
+    eventually("still answering", || !brain.results_for("c-10").is_empty()).await;
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_given_while_offline_are_recorded_and_sent_on_reconnect() {
+    let (brain, d) = pair();
+    let links = Links::default();
+    let b = link(&links, &brain);
+    let agent = start(d, SharedStore::default(), links.clone(), config());
+    let h = agent.handle.clone();
+    let mut rx = h.commands().unwrap();
+    eventually("first sync", || in_sync(&brain, &h)).await;
+    brain.command("slow", Command::Reboot);
+    let c = tokio::time::timeout(Duration::from_secs(5), rx.recv())
+        .await
+        .unwrap()
+        .unwrap();
+    b.abort();
+    let mut status = h.status();
+    eventually("disconnected", || !status.borrow_and_update().connected).await;
+    c.done(None);
+    eventually("ack recorded offline", || {
+        h.with_twin(|t| t.reported().unwrap().acks.get("slow").cloned()) == Some("done".into())
+    })
+    .await;
+    let _b = link(&links, &brain);
+    eventually("result delivered on reconnect", || {
+        !brain.results_for("slow").is_empty()
+    })
+    .await;
+    eventually("ack synced", || {
+        brain.with(|t| t.reported().unwrap().acks.contains_key("slow"))
+    })
+    .await;
+    agent.stop().await;
+}
+
+// ---------------------------------------------------------------- bearer token
+
+/// A tokio-tungstenite server that accepts only `Authorization: Bearer s3cret`
+/// and then serves the brain over the socket.
+#[cfg(feature = "ws")]
+#[allow(clippy::result_large_err)] // the callback type is tungstenite's
+async fn token_server(brain: Brain) -> (String, Arc<Mutex<Vec<Option<String>>>>) {
+    use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!(
+        "ws://{}/api/v1/devices/pi-rack1-07/sync",
+        listener.local_addr().unwrap()
+    );
+    let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+    let seen2 = seen.clone();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let seen = seen2.clone();
+            let brain = brain.clone();
+            tokio::spawn(async move {
+                let check = |req: &Request, resp: Response| -> Result<Response, ErrorResponse> {
+                    let auth = req
+                        .headers()
+                        .get("authorization")
+                        .and_then(|v| v.to_str().ok())
+                        .map(str::to_owned);
+                    let ok = auth.as_deref() == Some("Bearer s3cret");
+                    seen.lock().unwrap().push(auth);
+                    if ok {
+                        Ok(resp)
+                    } else {
+                        let mut e = ErrorResponse::new(Some("bad token".into()));
+                        *e.status_mut() =
+                            tokio_tungstenite::tungstenite::http::StatusCode::UNAUTHORIZED;
+                        Err(e)
+                    }
+                };
+                if let Ok(ws) = tokio_tungstenite::accept_hdr_async(tcp, check).await {
+                    brain
+                        .serve_on(wrale_sync::transport::WsTransport::from_stream(ws))
+                        .await;
+                }
+            });
+        }
+    });
+    (url, seen)
+}
+
+#[cfg(feature = "ws")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ws_connector_sends_the_bearer_token() {
+    use wrale_sync::WsConnector;
+    let (brain, d) = pair();
+    let (url, seen) = token_server(brain.clone()).await;
+
+    // A wrong token: the handshake is refused with 401 and the agent says so.
+    let bad = WsConnector::new(url.clone()).with_token("wrong");
+    assert!(!format!("{bad:?}").contains("wrong"), "token redacted");
+    let (agent, h) = Agent::new(
+        Twin::empty(&device_id(), dev()).unwrap(),
+        Box::new(SharedStore::default()),
+        Box::new(bad),
+        validator(),
+        config(),
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(agent.run(cancel.clone()));
+    let mut status = h.status();
+    eventually("refused", || {
+        let s = status.borrow_and_update();
+        s.last_error.as_deref().is_some_and(|e| e.contains("401"))
+    })
+    .await;
+    assert!(!h.status().borrow().connected);
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+
+    // The right token: connected and in sync.
+    let good = WsConnector::new(url).with_token("s3cret");
+    let (agent, h) = Agent::new(
+        d,
+        Box::new(SharedStore::default()),
+        Box::new(good),
+        validator(),
+        config(),
+    );
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(agent.run(cancel.clone()));
+    brain.edit(|t| {
+        t.edit_desired(|c| c.warn = Some(Celsius(61.0)), &alice(), at(1))
+            .unwrap()
+    });
+    eventually("in sync over the websocket", || in_sync(&brain, &h)).await;
+    assert_eq!(
+        h.with_twin(|t| t.desired().unwrap().warn),
+        Some(Celsius(61.0))
+    );
+    let seen = seen.lock().unwrap().clone();
+    assert!(seen.contains(&Some("Bearer wrong".into())), "{seen:?}");
+    assert_eq!(seen.last(), Some(&Some("Bearer s3cret".into())));
+    cancel.cancel();
+    task.await.unwrap().unwrap();
+}
+
+/// fleetd's shape: axum checks the bearer header, upgrades, wraps the socket in
+/// `AxumWsTransport` and closes it with 1008 when told to.
+#[cfg(feature = "axum")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn axum_server_side_transport_syncs_and_closes_with_a_code() {
+    use axum::extract::WebSocketUpgrade;
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::response::{IntoResponse, Response};
+    use wrale_sync::transport::{AxumWsTransport, WsTransport};
+
+    let (brain, mut d) = pair();
+    brain.edit(|t| {
+        t.edit_desired(|c| c.warn = Some(Celsius(63.0)), &alice(), at(1))
+            .unwrap()
+    });
+    let b2 = brain.clone();
+    let app = axum::Router::new().route(
+        "/api/v1/devices/{id}/sync",
+        axum::routing::get(move |headers: HeaderMap, ws: WebSocketUpgrade| {
+            let brain = b2.clone();
+            async move {
+                if headers.get("authorization").and_then(|v| v.to_str().ok())
+                    != Some("Bearer wrd_ok")
+                {
+                    return StatusCode::UNAUTHORIZED.into_response();
+                }
+                let r: Response = ws.on_upgrade(move |socket| async move {
+                    let mut link = AxumWsTransport::new(socket);
+                    // Sync a few rounds, then cut the device off with a policy code.
+                    let mut s = brain.with(|t| SyncSession::new(t, "pi"));
+                    for _ in 0..6 {
+                        for f in brain.flush(&mut s) {
+                            link.send(f).await.unwrap();
+                        }
+                        match tokio::time::timeout(Duration::from_millis(200), link.recv()).await {
+                            Ok(Ok(Some(f))) => {
+                                brain.with(|t| s.receive(t, &f, at(2)).unwrap());
+                            }
+                            Ok(_) => return,
+                            Err(_) => {}
+                        }
+                    }
+                    link.close_with(1008, "frame for another device")
+                        .await
+                        .unwrap();
+                });
+                r
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let url = format!("ws://{addr}/api/v1/devices/pi-rack1-07/sync");
+
+    let e = WsTransport::connect_with_token(&url, None)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("401"), "{e}");
+    let mut link = WsTransport::connect_with_token(&url, Some("wrd_ok"))
+        .await
+        .unwrap();
+    let mut s = SyncSession::new(&d, "fleet");
+    let end = loop {
+        while let Some(f) = s.generate(&mut d) {
+            link.send(f).await.unwrap();
+        }
+        match link.recv().await {
+            Ok(Some(f)) => {
+                s.receive(&mut d, &f, at(3)).unwrap();
+            }
+            other => break other,
+        }
+    };
+    assert_eq!(d.desired().unwrap().warn, Some(Celsius(63.0)));
+    let e = end.unwrap_err().to_string();
+    assert!(e.contains("1008") && e.contains("another device"), "{e}");
 }

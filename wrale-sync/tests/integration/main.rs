@@ -6,6 +6,8 @@ mod common;
 mod convergence;
 mod epoch;
 mod fuzz;
+#[cfg(all(feature = "agent", feature = "hub", feature = "sqlite"))]
+mod hub;
 mod session;
 #[cfg(feature = "sqlite")]
 mod store;
