@@ -44,9 +44,7 @@ use wrale_core::model::CommandRequest;
 
 use crate::command::{CommandReply, FleetCommand, decode_command, encode_command_result};
 use crate::config::ConfigValidator;
-use crate::envelope::{
-    Envelope, FrameKind, read_varint, telemetry_ack_frame, telemetry_frame, telemetry_payload,
-};
+use crate::envelope::{Envelope, FrameKind, read_varint};
 use crate::error::{Error, Result};
 use crate::reported::ReportedUpdate;
 use crate::schema::{FieldValue, Section};
@@ -350,33 +348,11 @@ impl TelemetrySource for Arc<Mutex<RingBuffer>> {
     }
 }
 
-/// Encodes a telemetry frame: sequence number, then each record as LEB128
-/// length + bytes.
-pub fn encode_telemetry(doc: &str, epoch: u64, seq: u64, records: &[Vec<u8>]) -> Vec<u8> {
-    telemetry_frame(doc, epoch, seq, records)
-}
-
-/// Decodes the payload of a [`FrameKind::Telemetry`] frame into its sequence
-/// number and records.
-pub fn decode_telemetry(payload: &[u8]) -> Result<(u64, Vec<Vec<u8>>)> {
-    telemetry_payload(payload)
-}
-
-/// Encodes the acknowledgement of telemetry frame `seq`.
-pub fn encode_telemetry_ack(doc: &str, epoch: u64, seq: u64) -> Vec<u8> {
-    telemetry_ack_frame(doc, epoch, seq)
-}
-
-/// Decodes the payload of a [`FrameKind::TelemetryAck`] frame.
-pub fn decode_telemetry_ack(payload: &[u8]) -> Result<u64> {
-    let mut pos = 0;
-    let seq = read_varint(payload, &mut pos)
-        .ok_or_else(|| Error::Telemetry("telemetry ack: bad sequence number".into()))?;
-    if pos != payload.len() {
-        return Err(Error::Telemetry("telemetry ack: trailing bytes".into()));
-    }
-    Ok(seq)
-}
+// The telemetry frame codec lives in `envelope` (the hub needs it without this
+// module); re-exported here where agents have always found it.
+pub use crate::envelope::{
+    decode_telemetry, decode_telemetry_ack, encode_telemetry, encode_telemetry_ack,
+};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)

@@ -153,7 +153,7 @@ pub(crate) fn read_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
 
 /// Encodes a telemetry frame: sequence number, then each record as LEB128
 /// length + bytes.
-pub(crate) fn telemetry_frame(doc: &str, epoch: u64, seq: u64, records: &[Vec<u8>]) -> Vec<u8> {
+pub fn encode_telemetry(doc: &str, epoch: u64, seq: u64, records: &[Vec<u8>]) -> Vec<u8> {
     let mut payload = Vec::new();
     write_varint(&mut payload, seq);
     for r in records {
@@ -163,8 +163,9 @@ pub(crate) fn telemetry_frame(doc: &str, epoch: u64, seq: u64, records: &[Vec<u8
     Envelope::new(FrameKind::Telemetry, doc, epoch, payload).encode()
 }
 
-/// Decodes a telemetry payload into its sequence number and records.
-pub(crate) fn telemetry_payload(payload: &[u8]) -> crate::Result<(u64, Vec<Vec<u8>>)> {
+/// Decodes the payload of a [`FrameKind::Telemetry`] frame into its sequence
+/// number and records.
+pub fn decode_telemetry(payload: &[u8]) -> crate::Result<(u64, Vec<Vec<u8>>)> {
     let bad = |reason: &str| crate::Error::Telemetry(format!("telemetry frame: {reason}"));
     let mut pos = 0;
     let seq = read_varint(payload, &mut pos).ok_or_else(|| bad("bad sequence number"))?;
@@ -183,10 +184,23 @@ pub(crate) fn telemetry_payload(payload: &[u8]) -> crate::Result<(u64, Vec<Vec<u
 }
 
 /// Encodes the acknowledgement of telemetry frame `seq`.
-pub(crate) fn telemetry_ack_frame(doc: &str, epoch: u64, seq: u64) -> Vec<u8> {
+pub fn encode_telemetry_ack(doc: &str, epoch: u64, seq: u64) -> Vec<u8> {
     let mut payload = Vec::new();
     write_varint(&mut payload, seq);
     Envelope::new(FrameKind::TelemetryAck, doc, epoch, payload).encode()
+}
+
+/// Decodes the payload of a [`FrameKind::TelemetryAck`] frame.
+pub fn decode_telemetry_ack(payload: &[u8]) -> crate::Result<u64> {
+    let mut pos = 0;
+    let seq = read_varint(payload, &mut pos)
+        .ok_or_else(|| crate::Error::Telemetry("telemetry ack: bad sequence number".into()))?;
+    if pos != payload.len() {
+        return Err(crate::Error::Telemetry(
+            "telemetry ack: trailing bytes".into(),
+        ));
+    }
+    Ok(seq)
 }
 
 impl Envelope {

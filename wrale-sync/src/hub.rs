@@ -54,7 +54,7 @@ use wrale_core::{DeviceId, Timestamp};
 
 use crate::author::Author;
 use crate::command::{CommandReply, FleetCommand, decode_command_result, encode_command};
-use crate::envelope::{Envelope, FrameKind, telemetry_ack_frame, telemetry_payload};
+use crate::envelope::{Envelope, FrameKind, decode_telemetry, encode_telemetry_ack};
 use crate::error::{Error, Result};
 use crate::schema::{FieldPath, FieldValue, Section};
 use crate::session::{Received, SyncSession};
@@ -302,6 +302,40 @@ struct Entry {
     twin: Mutex<Twin>,
     /// Changes in the current epoch (kept up to date without walking history).
     changes: AtomicU64,
+    /// The epoch the store holds for this twin ([`NOT_STORED`] when none), so a
+    /// change is appended without reading the stored twin back. Only changed
+    /// with the twin's lock held.
+    stored_epoch: AtomicU64,
+}
+
+const NOT_STORED: u64 = u64::MAX;
+
+impl Entry {
+    /// Writes what changed in `twin` since its last save: the first time a full
+    /// snapshot, then appended changes, and a fresh snapshot once more than
+    /// `snapshot_every` chunks are pending (what [`persist`] does, without
+    /// loading the stored twin on every call).
+    fn persist(&self, store: &mut dyn Store, twin: &mut Twin, snapshot_every: usize) -> Result<()> {
+        let doc = twin.device().as_str().to_owned();
+        let epoch = twin.epoch();
+        let stored = self.stored_epoch.load(Ordering::Relaxed);
+        if stored != epoch {
+            // First write of this twin, or the store is on another epoch:
+            // the checked path.
+            persist(store, twin, snapshot_every)?;
+        } else {
+            let inc = twin.save_incremental();
+            if inc.is_empty() {
+                return Ok(());
+            }
+            let pending = store.append_changes(&doc, epoch, &inc)?;
+            if pending > snapshot_every {
+                store.save_snapshot(&doc, epoch, &twin.save())?;
+            }
+        }
+        self.stored_epoch.store(epoch, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 #[derive(Debug)]
@@ -506,17 +540,22 @@ impl Hub {
             let store = lock(&self.inner.store);
             load_twin(store.as_ref(), key, self.inner.config.author.clone())?
         };
-        let mut twin = match loaded {
+        let (mut twin, stored_epoch) = match loaded {
             Some(twin) => {
                 add(&self.inner.counters.loads, 1);
-                twin
+                let epoch = twin.epoch();
+                (twin, epoch)
             }
-            None => Twin::empty(device, self.inner.config.author.clone())?,
+            None => (
+                Twin::empty(device, self.inner.config.author.clone())?,
+                NOT_STORED,
+            ),
         };
         let changes = twin.change_count() as u64;
         let fresh = Arc::new(Entry {
             twin: Mutex::new(twin),
             changes: AtomicU64::new(changes),
+            stored_epoch: AtomicU64::new(stored_epoch),
         });
         let entry = {
             let mut t = lock(&self.inner.tables);
@@ -616,7 +655,7 @@ impl Hub {
         let total = entry.changes.fetch_add(n as u64, Ordering::Relaxed) + n as u64;
         let cfg = &self.inner.config;
         let mut store = lock(&self.inner.store);
-        persist(store.as_mut(), twin, cfg.snapshot_every)?;
+        entry.persist(store.as_mut(), twin, cfg.snapshot_every)?;
         let mut compacted = None;
         if total > cfg.compact_after_changes as u64 {
             // Refused while a manual conflict is open: try again after the next change.
@@ -631,6 +670,7 @@ impl Hub {
                 entry
                     .changes
                     .store(twin.change_count() as u64, Ordering::Relaxed);
+                entry.stored_epoch.store(c.new_epoch, Ordering::Relaxed);
                 add(&self.inner.counters.compactions, 1);
                 compacted = Some(c.new_epoch);
             }
@@ -1037,7 +1077,7 @@ impl Run<'_> {
                 self.sync_frame(frame)?;
             }
             FrameKind::Telemetry => {
-                let Ok((seq, records)) = telemetry_payload(&env.payload) else {
+                let Ok((seq, records)) = decode_telemetry(&env.payload) else {
                     self.reject();
                     return Ok(Step::Continue);
                 };
@@ -1046,7 +1086,7 @@ impl Run<'_> {
                     Ok(()) => {
                         let epoch = lock(&self.entry.twin).epoch();
                         add(&self.counters().telemetry_records, n as u64);
-                        self.send(transport, telemetry_ack_frame(&env.doc, epoch, seq))
+                        self.send(transport, encode_telemetry_ack(&env.doc, epoch, seq))
                             .await?;
                         self.hub.emit(HubEvent::TelemetryIngested {
                             device: self.device.clone(),
@@ -1108,6 +1148,9 @@ impl Run<'_> {
                         self.entry
                             .changes
                             .store(twin.change_count() as u64, Ordering::Relaxed);
+                        self.entry
+                            .stored_epoch
+                            .store(a.new_epoch, Ordering::Relaxed);
                         let fields = changed_fields(&before, &snapshot_fields(&twin));
                         (Some((Vec::new(), fields, None)), false)
                     } else {

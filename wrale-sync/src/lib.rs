@@ -58,7 +58,10 @@ pub use config::{
     BoardFloorValidator, ConfigValidator, CurvePoint, DesiredConfig, PartialConfig, Rejection,
     effective_config,
 };
-pub use envelope::{Envelope, EnvelopeError, FrameKind};
+pub use envelope::{
+    Envelope, EnvelopeError, FrameKind, decode_telemetry, decode_telemetry_ack, encode_telemetry,
+    encode_telemetry_ack,
+};
 pub use epoch::{Adoption, Compaction, KEPT_CLOCKS};
 pub use error::{Error, Result};
 #[cfg(feature = "hub")]

@@ -959,3 +959,128 @@ async fn agents_sync_with_the_hub_over_a_real_websocket() {
         task.await.unwrap().unwrap();
     }
 }
+
+// ---------------------------------------------------------------- scale figure
+
+fn rss_kib() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap_or_default();
+    let pages: u64 = statm
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0);
+    pages * 4
+}
+
+/// How many device sessions one hub sustains, and the memory of a resident twin.
+/// Not a benchmark: run by hand (`cargo test -p wrale-sync --test integration
+/// hub::scale_figure -- --ignored --nocapture`, `WRALE_HUB_DEVICES=n`); the
+/// figures are in docs/sync.md.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "load figure, run by hand"]
+async fn scale_figure() {
+    let n: usize = std::env::var("WRALE_HUB_DEVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1000);
+    let store = SharedStore::default();
+    let hub = Hub::new(Box::new(store.clone()), hub_config());
+    let sink = Arc::new(Sink::default());
+    let ends = Ends::default();
+    let cfg = AgentConfig {
+        resync_after: Duration::from_secs(30),
+        ..config()
+    };
+    let rss0 = rss_kib();
+    let started = std::time::Instant::now();
+    let devices: Vec<Device> = (0..n)
+        .map(|i| {
+            let pi = id(i);
+            let twin = Twin::new(&info_for(&pi), Author::device(&pi), at(0)).unwrap();
+            start_device(
+                &hub,
+                pi,
+                twin,
+                SharedStore::default(),
+                &sink,
+                &ends,
+                cfg.clone(),
+                None,
+            )
+        })
+        .collect();
+    let wait = |what: &'static str, cond: Box<dyn Fn() -> bool>| async move {
+        for _ in 0..60_000 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out: {what}");
+    };
+    let h = hub.clone();
+    wait("connected", Box::new(move || h.status().connected == n)).await;
+    let connected = started.elapsed();
+    // Every device reports one field; every twin gets one fleet edit.
+    let t1 = std::time::Instant::now();
+    for (i, d) in devices.iter().enumerate() {
+        d.handle.edit(|t| {
+            t.report(
+                &ReportedUpdate::default().reading("cpu_temp_c", 40.0 + (i % 20) as f64),
+                at(1),
+            )
+            .unwrap()
+        });
+        hub.edit(&d.id, |t| {
+            t.edit_desired(|c| c.warn = Some(Celsius(65.0)), &alice(), at(1))
+                .unwrap()
+        })
+        .unwrap();
+    }
+    for (i, d) in devices.iter().enumerate() {
+        let (h, pi) = (hub.clone(), d.id.clone());
+        wait(
+            "report at the hub",
+            Box::new(move || reading(&h, &pi, "cpu_temp_c") == Some(40.0 + (i % 20) as f64)),
+        )
+        .await;
+        let dh = d.handle.clone();
+        wait(
+            "edit at the device",
+            Box::new(move || warn_of(&dh) == Some(Celsius(65.0))),
+        )
+        .await;
+    }
+    let round = t1.elapsed();
+    let rss1 = rss_kib();
+    let st = hub.status();
+    println!(
+        "{n} agents + hub in one process: all connected after {connected:?}; one report up and \
+         one edit down for every device in {round:?}; RSS +{} KiB ({} KiB per device, both \
+         sides); hub frames in {} / out {}, bytes in {} / out {}",
+        rss1 - rss0,
+        (rss1 - rss0) / n as u64,
+        st.frames_in,
+        st.frames_out,
+        st.bytes_in,
+        st.bytes_out
+    );
+    for d in devices {
+        d.stop().await;
+    }
+    // Memory of a resident twin on the hub: reload every twin into a fresh hub.
+    let hub2 = Hub::new(Box::new(store), hub_config());
+    let rss2 = rss_kib();
+    let t2 = std::time::Instant::now();
+    for i in 0..n {
+        hub2.read(&id(i), |t| t.heads()).unwrap();
+    }
+    let load = t2.elapsed();
+    let rss3 = rss_kib();
+    assert_eq!(hub2.status().resident, n);
+    println!(
+        "{n} twins loaded from a MemoryStore in {load:?}; resident: RSS +{} KiB = {} KiB per twin",
+        rss3 - rss2,
+        (rss3 - rss2) / n as u64
+    );
+}
