@@ -1412,53 +1412,65 @@ pub fn find_anomalies(devices: &[DeviceAnalysis], cfg: &AnalyzerConfig) -> Vec<A
 /// Racks and shelves whose devices run hotter than same-model devices elsewhere
 /// in the fleet within the same load band.
 pub fn find_hot_spots(devices: &[DeviceAnalysis], cfg: &AnalyzerConfig) -> Vec<HotSpot> {
-    // (model, load band) -> [(device index, temp)]
     let band_of = |h: &ThermalHeadroom| {
         let load = h.cpu_load.map_or(50.0, Percent::get);
         (load / cfg.load_band_pct.max(1.0)).floor() as i64
     };
+    // Locations at rack and shelf level, as small integers per device.
+    type LocKey = (Option<String>, String, Option<String>);
+    let mut loc_ids: BTreeMap<LocKey, usize> = BTreeMap::new();
+    let mut members: Vec<Vec<usize>> = Vec::new();
+    // Per device: (rack location id, shelf location id).
+    let mut dev_locs: Vec<(Option<usize>, Option<usize>)> = vec![(None, None); devices.len()];
+    let mut id_of = |k: LocKey, i: usize| {
+        let next = loc_ids.len();
+        let id = *loc_ids.entry(k).or_insert(next);
+        if id == members.len() {
+            members.push(Vec::new());
+        }
+        members[id].push(i);
+        id
+    };
+    // (model, load band) -> device indices.
     let mut bands: BTreeMap<(BoardModel, i64), Vec<usize>> = BTreeMap::new();
     for (i, d) in devices.iter().enumerate() {
-        if let Some(h) = &d.headroom {
-            bands.entry((d.model, band_of(h))).or_default().push(i);
-        }
-    }
-    // Locations at rack and shelf level.
-    type LocKey = (Option<String>, String, Option<String>);
-    let mut locs: BTreeMap<LocKey, Vec<usize>> = BTreeMap::new();
-    for (i, d) in devices.iter().enumerate() {
-        if d.headroom.is_none() {
-            continue;
-        }
+        let Some(h) = &d.headroom else { continue };
+        bands.entry((d.model, band_of(h))).or_default().push(i);
         if let Some(r) = &d.location.rack {
-            locs.entry((d.location.site.clone(), r.clone(), None))
-                .or_default()
-                .push(i);
-            if let Some(s) = &d.location.shelf {
-                locs.entry((d.location.site.clone(), r.clone(), Some(s.clone())))
-                    .or_default()
-                    .push(i);
-            }
+            let site = d.location.site.clone();
+            let rack_id = id_of((site.clone(), r.clone(), None), i);
+            let shelf_id = d
+                .location
+                .shelf
+                .as_ref()
+                .map(|s| id_of((site, r.clone(), Some(s.clone())), i));
+            dev_locs[i] = (Some(rack_id), shelf_id);
         }
     }
     let temp = |i: usize| devices[i].headroom.as_ref().map_or(0.0, |h| h.temp.get());
+    let ambient = |i: usize| {
+        devices[i]
+            .headroom
+            .as_ref()
+            .filter(|h| !h.ambient_assumed)
+            .map(|h| h.ambient.get())
+    };
+    let all_ambient: Vec<(usize, f64)> = (0..devices.len())
+        .filter_map(|i| ambient(i).map(|a| (i, a)))
+        .collect();
     let mut out = Vec::new();
-    for ((site, rack, shelf), members) in &locs {
-        if members.len() < cfg.hot_spot_min_devices {
+    for ((site, rack, shelf), &loc) in &loc_ids {
+        let inside = |j: usize| dev_locs[j].0 == Some(loc) || dev_locs[j].1 == Some(loc);
+        let mem = &members[loc];
+        if mem.len() < cfg.hot_spot_min_devices {
             continue;
         }
-        let inside = |i: usize| {
-            let l = &devices[i].location;
-            l.site == *site
-                && l.rack.as_ref() == Some(rack)
-                && (shelf.is_none() || l.shelf == *shelf)
-        };
         // Baseline per band: the same model and band, outside this location.
         let mut baseline: BTreeMap<(BoardModel, i64), Option<f64>> = BTreeMap::new();
         let mut excess = Vec::new();
-        for &i in members {
-            let h = devices[i].headroom.as_ref().map(band_of).unwrap_or(0);
-            let key = (devices[i].model, h);
+        for &i in mem {
+            let b = devices[i].headroom.as_ref().map(band_of).unwrap_or(0);
+            let key = (devices[i].model, b);
             let base = *baseline.entry(key).or_insert_with(|| {
                 let others: Vec<f64> = bands
                     .get(&key)
@@ -1487,20 +1499,13 @@ pub fn find_hot_spots(devices: &[DeviceAnalysis], cfg: &AnalyzerConfig) -> Vec<H
         if ex < cfg.hot_spot_min_c {
             continue;
         }
-        let amb = |pred: &dyn Fn(usize) -> bool| {
-            let v: Vec<f64> = (0..devices.len())
-                .filter(|&j| pred(j))
-                .filter_map(|j| {
-                    devices[j]
-                        .headroom
-                        .as_ref()
-                        .filter(|h| !h.ambient_assumed)
-                        .map(|h| h.ambient.get())
-                })
-                .collect();
-            stats::median(&v).map(Celsius)
-        };
-        let mut ids: Vec<DeviceId> = members.iter().map(|&i| devices[i].device.clone()).collect();
+        let here: Vec<f64> = mem.iter().filter_map(|&i| ambient(i)).collect();
+        let elsewhere: Vec<f64> = all_ambient
+            .iter()
+            .filter(|(j, _)| !inside(*j))
+            .map(|(_, a)| *a)
+            .collect();
+        let mut ids: Vec<DeviceId> = mem.iter().map(|&i| devices[i].device.clone()).collect();
         ids.sort();
         out.push(HotSpot {
             location: format!(
@@ -1513,8 +1518,8 @@ pub fn find_hot_spots(devices: &[DeviceAnalysis], cfg: &AnalyzerConfig) -> Vec<H
             rack: rack.clone(),
             shelf: shelf.clone(),
             excess: Celsius(ex),
-            ambient: amb(&|j| members.contains(&j)),
-            fleet_ambient: amb(&|j| devices[j].headroom.is_some() && !inside(j)),
+            ambient: stats::median(&here).map(Celsius),
+            fleet_ambient: stats::median(&elsewhere).map(Celsius),
             devices: ids,
         });
     }

@@ -641,6 +641,56 @@ impl<'a> Pass<'a> {
         (r, predicted)
     }
 
+    /// The reason codes (as bits, in [`REASON_CODES`] order) that stop workload
+    /// `wi` from being placed on node `n`, without allocating; and the predicted
+    /// temperature. Must agree with [`Pass::reasons`] (`ignore_self = false`).
+    fn mask(&self, wi: usize, n: usize, margin: f64) -> (u8, f64) {
+        let w = &self.workloads[wi];
+        let node = &self.nodes[n];
+        let l = &self.load[n];
+        let mut m = 0u8;
+        if !node.schedulable {
+            m |= 1;
+        }
+        if !w.constraints.models.is_empty() && !w.constraints.models.contains(&node.model) {
+            m |= 1 << 1;
+        }
+        if w.constraints
+            .labels
+            .iter()
+            .any(|(k, v)| node.labels.get(k) != Some(v))
+        {
+            m |= 1 << 2;
+        }
+        if l.workloads.contains(&wi) {
+            m |= 1 << 3;
+        }
+        if l.workloads
+            .iter()
+            .any(|&o| o != wi && self.anti[wi].contains(&o))
+        {
+            m |= 1 << 4;
+        }
+        if self.max_per_rack[wi] != u32::MAX
+            && self
+                .per_rack
+                .get(&(wi, self.racks[n]))
+                .copied()
+                .unwrap_or(0)
+                >= self.max_per_rack[wi]
+        {
+            m |= 1 << 5;
+        }
+        if w.cpu > node.cpu_capacity - l.cpu + 1e-9 {
+            m |= 1 << 6;
+        }
+        let predicted = self.predicted(n, l.power + w.power.get());
+        if w.power.get() > self.capacity(n, margin) - l.power + 1e-9 {
+            m |= 1 << 7;
+        }
+        (m, predicted)
+    }
+
     /// Watts of workloads node `n` can take with `margin`, measurement bias included.
     fn capacity(&self, n: usize, margin: f64) -> f64 {
         self.nodes[n].capacity_w(Celsius(margin + self.bias[n]))
@@ -908,6 +958,18 @@ fn stop(p: &Placement, why: &str) -> Decision {
     }
 }
 
+/// Reason codes in the bit order of `Pass::mask`.
+const REASON_CODES: [&str; 8] = [
+    "unschedulable",
+    "model",
+    "label",
+    "same_workload",
+    "anti_affinity",
+    "rack_spread",
+    "cpu",
+    "headroom",
+];
+
 /// Picks the best feasible node (coolest steady state with the replica, then
 /// fewest replicas of the workload in its rack, then device id) and builds the
 /// explanation.
@@ -919,26 +981,51 @@ fn choose(
 ) -> (Option<usize>, Vec<Candidate>, BTreeMap<String, usize>) {
     let mut feasible: Vec<(f64, u32, usize)> = Vec::new();
     let mut rejected: Vec<(usize, f64, Vec<Reason>)> = Vec::new();
-    let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+    let mut counts = [0usize; 8];
+    let spread = pass.max_per_rack[wi] != u32::MAX;
     for n in 0..pass.nodes.len() {
-        let (reasons, predicted) = pass.reasons(wi, n, margin, false);
-        if reasons.is_empty() {
-            let in_rack = pass
-                .per_rack
-                .get(&(wi, pass.racks[n]))
-                .copied()
-                .unwrap_or(0);
+        let (mask, predicted) = pass.mask(wi, n, margin);
+        debug_assert_eq!(
+            mask == 0,
+            pass.reasons(wi, n, margin, false).0.is_empty(),
+            "fast and explained checks disagree"
+        );
+        if mask == 0 {
+            let in_rack = if spread {
+                pass.per_rack
+                    .get(&(wi, pass.racks[n]))
+                    .copied()
+                    .unwrap_or(0)
+            } else {
+                0
+            };
             feasible.push((predicted, in_rack, n));
         } else {
-            for r in &reasons {
-                *counts.entry(r.code().to_string()).or_insert(0) += 1;
+            for (b, c) in counts.iter_mut().enumerate() {
+                if mask & (1 << b) != 0 {
+                    *c += 1;
+                }
             }
             if rejected.len() < limit {
-                rejected.push((n, predicted, reasons));
+                rejected.push((n, predicted, pass.reasons(wi, n, margin, false).0));
             }
         }
     }
-    feasible.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
+    let counts: BTreeMap<String, usize> = REASON_CODES
+        .iter()
+        .zip(counts)
+        .filter(|(_, c)| *c > 0)
+        .map(|(k, c)| (k.to_string(), c))
+        .collect();
+    let order = |a: &(f64, u32, usize), b: &(f64, u32, usize)| {
+        a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+    };
+    let keep = limit.max(1);
+    if feasible.len() > keep {
+        feasible.select_nth_unstable_by(keep - 1, order);
+        feasible.truncate(keep);
+    }
+    feasible.sort_by(order);
     let best = feasible.first().map(|f| f.2);
     let mut candidates: Vec<Candidate> = feasible
         .iter()
