@@ -51,6 +51,8 @@ pub struct Config {
     pub log: LogConfig,
     /// `[policy]`: local policy layers on top of the board's floor.
     pub policy: PolicyConfig,
+    /// `[fleet]`: enrollment and the edge agent (absent `url`: never connects).
+    pub fleet: crate::fleet::FleetConfig,
 }
 
 impl Default for Config {
@@ -67,6 +69,7 @@ impl Default for Config {
             workloads: Vec::new(),
             log: LogConfig::default(),
             policy: PolicyConfig::default(),
+            fleet: crate::fleet::FleetConfig::default(),
         }
     }
 }
@@ -77,6 +80,12 @@ impl Default for Config {
 pub struct DeviceConfig {
     /// Device id (DNS-label-like). Defaults to the host name, lower-cased.
     pub id: Option<DeviceId>,
+    /// Hardware serial sent at enrollment. Defaults to the board's (`/proc/cpuinfo`).
+    pub serial: Option<String>,
+    /// Free-form labels (`role = "cam"`), sent at enrollment and kept in the twin.
+    pub labels: BTreeMap<String, String>,
+    /// Where the device is (`site`, `rack`, `shelf`, `slot`).
+    pub location: wrale_core::model::Location,
 }
 
 /// `[api]`.
@@ -722,6 +731,7 @@ impl Config {
                 );
             }
         }
+        self.fleet.validate()?;
         self.policy
             .load()
             .map_err(|m| ("policy.layers".to_owned(), m))?;

@@ -7,7 +7,7 @@ use anyhow::Context as _;
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 use wrale_core::Timestamp;
-use wrale_core::model::{DeviceId, DeviceInfo};
+use wrale_core::model::DeviceId;
 use wrale_hal::Board;
 
 use crate::config::{Config, ConfigError, Loader};
@@ -189,6 +189,25 @@ impl Daemon {
         )
         .context("cannot start the sampling thread")?;
 
+        let fleet = crate::fleet::start(
+            crate::fleet::FleetParts {
+                app: state.clone(),
+                persist: persist.clone(),
+                commands: sampler.commands(),
+                workloads: workloads.clone(),
+                profile: state.profile().clone(),
+                // Parsed and checked when the config loaded.
+                layers: config.policy.load().unwrap_or_default(),
+                device: crate::fleet::device_info(
+                    &config,
+                    &state.device().id,
+                    state.device().model,
+                    state.device().agent_version,
+                ),
+            },
+            signals.shutdown.clone(),
+        );
+
         let (reload_tx, mut reload_rx) = mpsc::channel::<ReloadRequest>(4);
         let api = ApiState {
             app: state.clone(),
@@ -197,6 +216,7 @@ impl Daemon {
             reload: reload_tx,
             persist,
             policy: Arc::new(policy_json),
+            fleet: fleet.clone(),
         };
         let addr = listener.local_addr().context("listener address")?;
         tracing::info!(%addr, backend = state.device().backend, device = %state.device().id, "listening");
@@ -224,9 +244,11 @@ impl Daemon {
                 () = shutdown.cancelled() => break,
                 Some(()) = signals.reload.recv() => {
                     let _logged = reloader.reload().await;
+                    fleet.after_reload().await;
                 }
                 Some(req) = reload_rx.recv() => {
                     let result = reloader.reload().await;
+                    fleet.after_reload().await;
                     let _caller_gone = req.reply.send(result);
                 }
             }
@@ -245,6 +267,7 @@ impl Daemon {
             Ok(Err(e)) => tracing::error!("API server task: {e}"),
             Err(_) => tracing::warn!("API server did not stop within 10 s"),
         }
+        fleet.join(Duration::from_secs(5)).await;
         workloads.stop_all().await;
         tokio::task::spawn_blocking(move || sampler.stop())
             .await
@@ -258,16 +281,7 @@ impl Daemon {
 /// file work off the runtime).
 async fn open_persist(config: &Config, state: &AppState) -> anyhow::Result<Persist> {
     let d = state.device();
-    let info = DeviceInfo {
-        id: d.id.clone(),
-        model: d.model,
-        serial: None,
-        firmware_version: None,
-        agent_version: Some(d.agent_version.to_owned()),
-        labels: Default::default(),
-        location: Default::default(),
-        group: None,
-    };
+    let info = crate::fleet::device_info(config, &d.id, d.model, d.agent_version);
     let dir = config.data.dir.clone();
     let now = Timestamp::from_system(std::time::SystemTime::now());
     tokio::task::spawn_blocking(move || Persist::open(&dir, &info, now))
@@ -403,6 +417,7 @@ impl Reloader {
             ("device.id", old.device.id != new.device.id),
             ("log", old.log != new.log),
             ("policy", old.policy != new.policy),
+            ("fleet.url", old.fleet.url != new.fleet.url),
             (
                 "sampling.stream_capacity",
                 old.sampling.stream_capacity != new.sampling.stream_capacity,

@@ -24,6 +24,7 @@ pub mod cli;
 pub mod config;
 mod daemon;
 pub mod error;
+pub mod fleet;
 pub mod http;
 pub mod logging;
 pub mod notify;

@@ -22,7 +22,7 @@ use wrale_core::audit::{AuditRecord, AuditStore};
 use wrale_core::model::{DeviceId, DeviceInfo, Sample};
 use wrale_sync::telemetry::Point;
 use wrale_sync::telemetry::ring::RingBuffer;
-use wrale_sync::{Author, ReportedUpdate, SqliteStore, Twin};
+use wrale_sync::{AgentHandle, Author, ReportedUpdate, SqliteStore, Store, StoredTwin, Twin};
 
 /// File name of the twin store in `data.dir`.
 pub const TWIN_FILE: &str = "twin.db";
@@ -139,9 +139,61 @@ impl AuditStore for SqliteAuditStore {
     }
 }
 
-struct TwinFile {
-    store: SqliteStore,
-    twin: Twin,
+/// Where the twin lives: here, or with the running edge agent (which then owns it
+/// and persists its own sync traffic; local writes still persist at once).
+enum TwinSlot {
+    Local(Box<Twin>),
+    Agent(AgentHandle),
+    /// Only while the twin moves to the agent (under the lock).
+    Moving,
+}
+
+/// The twin store shared by metald and its edge agent (one SQLite connection).
+/// Lock order everywhere: the twin first, then the store.
+#[derive(Clone)]
+pub struct SharedStore(Arc<Mutex<SqliteStore>>);
+
+impl std::fmt::Debug for SharedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("SharedStore")
+    }
+}
+
+impl Store for SharedStore {
+    fn load(&self, doc: &str) -> wrale_sync::Result<Option<StoredTwin>> {
+        lock(&self.0).load(doc)
+    }
+    fn save_snapshot(&mut self, doc: &str, epoch: u64, snapshot: &[u8]) -> wrale_sync::Result<()> {
+        lock(&self.0).save_snapshot(doc, epoch, snapshot)
+    }
+    fn append_changes(&mut self, doc: &str, epoch: u64, c: &[u8]) -> wrale_sync::Result<usize> {
+        lock(&self.0).append_changes(doc, epoch, c)
+    }
+    fn switch_epoch(
+        &mut self,
+        doc: &str,
+        old_epoch: u64,
+        archived: &[u8],
+        new_epoch: u64,
+        snapshot: &[u8],
+    ) -> wrale_sync::Result<()> {
+        lock(&self.0).switch_epoch(doc, old_epoch, archived, new_epoch, snapshot)
+    }
+    fn put_sync_state(&mut self, doc: &str, peer: &str, state: &[u8]) -> wrale_sync::Result<()> {
+        lock(&self.0).put_sync_state(doc, peer, state)
+    }
+    fn sync_state(&self, doc: &str, peer: &str) -> wrale_sync::Result<Option<Vec<u8>>> {
+        lock(&self.0).sync_state(doc, peer)
+    }
+    fn archived_epochs(&self, doc: &str) -> wrale_sync::Result<Vec<u64>> {
+        lock(&self.0).archived_epochs(doc)
+    }
+    fn load_archived(&self, doc: &str, epoch: u64) -> wrale_sync::Result<Option<Vec<u8>>> {
+        lock(&self.0).load_archived(doc, epoch)
+    }
+    fn docs(&self) -> wrale_sync::Result<Vec<String>> {
+        lock(&self.0).docs()
+    }
 }
 
 /// Everything metald keeps in `data.dir`. Cheap to clone.
@@ -153,8 +205,9 @@ pub struct Persist {
 struct Inner {
     dir: PathBuf,
     device: DeviceId,
-    twin: Mutex<TwinFile>,
-    ring: Mutex<RingBuffer>,
+    store: SharedStore,
+    twin: Mutex<TwinSlot>,
+    ring: Arc<Mutex<RingBuffer>>,
     audit: SqliteAuditStore,
 }
 
@@ -168,7 +221,9 @@ impl std::fmt::Debug for Persist {
 
 impl Persist {
     /// Opens (or creates) the twin, the audit log and the telemetry ring in `dir`,
-    /// recovering each; the twin is created from `device` on first start.
+    /// recovering each; the twin is created from `device` on first start. A twin
+    /// loaded from an earlier run gets `device`'s description in `meta` where it
+    /// differs (labels or location changed in the config).
     pub fn open(dir: &Path, device: &DeviceInfo, now: Timestamp) -> anyhow::Result<Persist> {
         let twin_path = dir.join(TWIN_FILE);
         let mut store = SqliteStore::open(&twin_path)
@@ -183,8 +238,21 @@ impl Persist {
                 )
             })?;
         let twin = match twin {
-            Some(t) => {
+            Some(mut t) => {
                 tracing::info!(device = %doc, file = %twin_path.display(), "twin loaded");
+                let mut info = device.clone();
+                // The fleet may have placed the device in a group: keep it.
+                if let Ok(meta) = t.meta() {
+                    info.group = meta.group;
+                }
+                if t.set_meta(&info, &author, now)
+                    .with_context(|| format!("cannot update the meta of {doc}"))?
+                    .is_some()
+                {
+                    wrale_sync::store::persist(&mut store, &mut t, SNAPSHOT_EVERY).with_context(
+                        || format!("cannot write the twin to {}", twin_path.display()),
+                    )?;
+                }
                 t
             }
             None => {
@@ -206,11 +274,83 @@ impl Persist {
             inner: Arc::new(Inner {
                 dir: dir.to_path_buf(),
                 device: device.id.clone(),
-                twin: Mutex::new(TwinFile { store, twin }),
-                ring: Mutex::new(ring),
+                store: SharedStore(Arc::new(Mutex::new(store))),
+                twin: Mutex::new(TwinSlot::Local(Box::new(twin))),
+                ring: Arc::new(Mutex::new(ring)),
                 audit,
             }),
         })
+    }
+
+    /// The twin store, shared with the edge agent.
+    pub fn store(&self) -> SharedStore {
+        self.inner.store.clone()
+    }
+
+    /// The telemetry ring, shared with the edge agent (its telemetry source).
+    pub fn ring(&self) -> Arc<Mutex<RingBuffer>> {
+        self.inner.ring.clone()
+    }
+
+    /// Hands the twin to an edge agent: `make` gets the twin and returns the agent
+    /// and its handle; from then on every twin access goes through the handle.
+    /// Returns `None` (and does not call `make`) when an agent has it already.
+    pub fn start_agent<A>(&self, make: impl FnOnce(Twin) -> (A, AgentHandle)) -> Option<A> {
+        let mut slot = lock(&self.inner.twin);
+        if !matches!(&*slot, TwinSlot::Local(_)) {
+            return None;
+        }
+        let TwinSlot::Local(twin) = std::mem::replace(&mut *slot, TwinSlot::Moving) else {
+            return None;
+        };
+        let (agent, handle) = make(*twin);
+        *slot = TwinSlot::Agent(handle);
+        Some(agent)
+    }
+
+    /// The edge agent's handle, when one owns the twin.
+    pub fn agent(&self) -> Option<AgentHandle> {
+        match &*lock(&self.inner.twin) {
+            TwinSlot::Agent(h) => Some(h.clone()),
+            _ => None,
+        }
+    }
+
+    /// Reads the twin (changes made here are neither persisted nor synced).
+    pub fn with_twin<R>(&self, f: impl FnOnce(&mut Twin) -> R) -> R {
+        let mut slot = lock(&self.inner.twin);
+        match &mut *slot {
+            TwinSlot::Local(t) => f(t),
+            TwinSlot::Agent(h) => h.with_twin(f),
+            TwinSlot::Moving => unreachable!("the twin is only moving under this lock"),
+        }
+    }
+
+    /// Writes into the twin: `f` returns whether it changed anything; if so the
+    /// change is persisted at once and the edge agent (if any) is woken to sync it.
+    pub fn edit_twin<R>(&self, f: impl FnOnce(&mut Twin) -> (R, bool)) -> R {
+        let mut store = self.inner.store.clone();
+        let mut slot = lock(&self.inner.twin);
+        let write = |t: &mut Twin| {
+            let (r, changed) = f(t);
+            if changed {
+                if let Err(e) = wrale_sync::store::persist(&mut store, t, SNAPSHOT_EVERY) {
+                    tracing::error!("cannot persist the twin: {e}");
+                }
+            }
+            (r, changed)
+        };
+        match &mut *slot {
+            TwinSlot::Local(t) => write(t).0,
+            TwinSlot::Agent(h) => {
+                let (r, changed) = h.with_twin(write);
+                if changed {
+                    h.edit(|_| ());
+                }
+                r
+            }
+            TwinSlot::Moving => unreachable!("the twin is only moving under this lock"),
+        }
     }
 
     /// The audit log.
@@ -236,17 +376,13 @@ impl Persist {
         }
         let mut update = ReportedUpdate::from_sample(sample);
         update.alerts = Some(alerts.into_iter().collect());
-        let mut guard = lock(&self.inner.twin);
-        let TwinFile { store, twin } = &mut *guard;
-        match twin.report(&update, sample.at) {
-            Ok(true) => {
-                if let Err(e) = wrale_sync::store::persist(store, twin, SNAPSHOT_EVERY) {
-                    tracing::error!("cannot persist the twin: {e}");
-                }
+        self.edit_twin(|twin| match twin.report(&update, sample.at) {
+            Ok(changed) => ((), changed),
+            Err(e) => {
+                tracing::error!("cannot report into the twin: {e}");
+                ((), false)
             }
-            Ok(false) => {}
-            Err(e) => tracing::error!("cannot report into the twin: {e}"),
-        }
+        });
     }
 
     /// Points in the telemetry ring not yet shipped.
@@ -256,8 +392,10 @@ impl Persist {
 
     /// The twin as JSON: `meta`, `desired`, `reported`, `heads`.
     pub fn twin_json(&self) -> anyhow::Result<Value> {
-        let mut guard = lock(&self.inner.twin);
-        let twin = &mut guard.twin;
+        self.with_twin(Self::twin_value)
+    }
+
+    fn twin_value(twin: &mut Twin) -> anyhow::Result<Value> {
         let meta = twin.meta().context("twin meta")?;
         let desired = twin.desired().context("twin desired")?;
         let reported = twin.reported().context("twin reported")?;
@@ -274,8 +412,7 @@ impl Persist {
 
     /// The twin's history, oldest first.
     pub fn twin_history(&self) -> anyhow::Result<Value> {
-        let mut guard = lock(&self.inner.twin);
-        let versions = guard.twin.history().context("twin history")?;
+        let versions = self.with_twin(|t| t.history()).context("twin history")?;
         let out: Vec<Value> = versions
             .into_iter()
             .map(|v| {

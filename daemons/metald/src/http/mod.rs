@@ -54,6 +54,8 @@ pub struct ApiState {
     pub persist: Persist,
     /// The policy in force at start: the board floor and the local layers.
     pub policy: std::sync::Arc<Value>,
+    /// The fleet side: edge agent status, local desired edits.
+    pub fleet: crate::fleet::FleetHandle,
 }
 
 #[derive(Debug, Clone)]
@@ -93,6 +95,10 @@ pub fn router(state: ApiState) -> Router {
         .route("/api/v1/fan/validate", post(validate_fan))
         .route("/api/v1/commands/confirm", post(confirm_command))
         .route("/api/v1/diagnostics", post(diagnostics))
+        .route(
+            "/api/v1/twin/desired",
+            axum::routing::patch(crate::fleet::http::patch_desired),
+        )
         .route_layer(guard(Role::Operator, false));
     let admin = Router::new()
         .route("/api/v1/config", get(effective_config))
@@ -210,7 +216,8 @@ async fn metrics(State(s): State<ApiState>, headers: HeaderMap) -> Result<Respon
     if !s.app.config().api.public_metrics {
         authorize(&s.app, &headers, None, Role::Viewer)?;
     }
-    let body = metrics::render(&s.app, &s.workloads.statuses(), s.workloads.throttled());
+    let mut body = metrics::render(&s.app, &s.workloads.statuses(), s.workloads.throttled());
+    s.fleet.render_metrics(&mut body);
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -237,6 +244,7 @@ async fn device_state(State(s): State<ApiState>) -> Json<Value> {
     Json(json!({
         "device": s.app.device(),
         "ready": s.app.ready(),
+        "fleet": s.fleet.state_json(),
         "sampling": {
             "interval_s": config.sampling.interval.as_secs_f64(),
             "samples_total": s.app.metrics().samples.load(std::sync::atomic::Ordering::Relaxed),

@@ -4,6 +4,8 @@
 
 mod api;
 mod binary;
+mod enroll;
+mod fleet;
 mod persist;
 mod reload;
 mod safety;
