@@ -268,6 +268,8 @@ pub struct HubStatus {
     pub telemetry_refused: u64,
     /// Commands sent (including re-sends after a reconnect).
     pub commands_sent: u64,
+    /// Commands waiting for an answer.
+    pub commands_pending: usize,
     /// Twins dropped from memory.
     pub evictions: u64,
     /// Twins loaded from the store.
@@ -475,9 +477,9 @@ impl Hub {
 
     /// Counts for `/metrics`.
     pub fn status(&self) -> HubStatus {
-        let (connected, resident) = {
+        let (connected, resident, commands_pending) = {
             let t = lock(&self.inner.tables);
-            (t.sessions.len(), t.resident.len())
+            (t.sessions.len(), t.resident.len(), t.waiters.len())
         };
         let c = &self.inner.counters;
         let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
@@ -493,6 +495,7 @@ impl Hub {
             telemetry_records: g(&c.telemetry_records),
             telemetry_refused: g(&c.telemetry_refused),
             commands_sent: g(&c.commands_sent),
+            commands_pending,
             evictions: g(&c.evictions),
             loads: g(&c.loads),
             compactions: g(&c.compactions),
@@ -737,23 +740,20 @@ impl Hub {
             }
             (id, rx)
         };
+        // Forgets the command however this ends (answer, timeout, or the caller
+        // dropping the future), so it is not re-sent on later connections.
+        let _forget = Forget {
+            hub: self,
+            key: &key,
+            id: &id,
+        };
         match tokio::time::timeout(timeout, rx).await {
             Ok(Ok(reply)) => Ok(reply),
-            Ok(Err(_)) | Err(_) => {
-                let mut t = lock(&self.inner.tables);
-                t.waiters.remove(&(key.clone(), id.clone()));
-                if let Some(p) = t.pending.get_mut(&key) {
-                    p.retain(|c| c.id != id);
-                    if p.is_empty() {
-                        t.pending.remove(&key);
-                    }
-                }
-                Err(HubError::Timeout {
-                    device: device.clone(),
-                    id,
-                    timeout,
-                })
-            }
+            Ok(Err(_)) | Err(_) => Err(HubError::Timeout {
+                device: device.clone(),
+                id: id.clone(),
+                timeout,
+            }),
         }
     }
 
@@ -901,6 +901,26 @@ impl Hub {
         });
         if let Some(w) = waiter {
             let _ = w.send(reply);
+        }
+    }
+}
+
+/// Removes a command's waiter and pending entry when dropped.
+struct Forget<'a> {
+    hub: &'a Hub,
+    key: &'a str,
+    id: &'a str,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        let mut t = lock(&self.hub.inner.tables);
+        t.waiters.remove(&(self.key.to_owned(), self.id.to_owned()));
+        if let Some(p) = t.pending.get_mut(self.key) {
+            p.retain(|c| c.id != self.id);
+            if p.is_empty() {
+                t.pending.remove(self.key);
+            }
         }
     }
 }
