@@ -293,6 +293,7 @@ fn the_packaged_sample_config_is_valid_and_documents_every_section() {
     let c = Config::from_toml_str(&uncommented).unwrap();
     assert_eq!(c.workloads.len(), 1);
     assert_eq!(c.api.tokens.len(), 1);
+    assert!(c.fleet.enabled() && c.device.labels.contains_key("role"));
     for section in [
         "[device]",
         "[api]",
@@ -304,6 +305,8 @@ fn the_packaged_sample_config_is_valid_and_documents_every_section() {
         "[shutdown]",
         "[[workloads]]",
         "[log]",
+        "[fleet]",
+        "[fleet.backoff]",
     ] {
         assert!(text.contains(section), "{section} not documented");
     }
