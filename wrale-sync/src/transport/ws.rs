@@ -5,7 +5,7 @@
 //! optionally with `Authorization: Bearer <token>` on the handshake
 //! ([`WsTransport::connect_with_token`]); the server half accepts an
 //! already-accepted TCP stream. fleetd accepts devices through axum instead:
-//! see [`crate::transport::AxumWsTransport`] (feature `axum`). No TLS here yet;
+//! see `transport::AxumWsTransport` (feature `axum`). No TLS here yet;
 //! rustls goes in front when it comes.
 //!
 //! Closing: [`Transport::close_with`] sends a close frame with a code and reason.
