@@ -611,7 +611,8 @@ impl Hub {
 
     /// Reads the twin of `device` (loaded if needed; a device never seen reads as
     /// an empty twin). `&mut` because some reads (heads, history) need it; use
-    /// [`Hub::edit`] for writes, which are persisted and pushed.
+    /// [`Hub::edit`] for writes, which are persisted and pushed. `f` runs under
+    /// the twin's lock: it must not call back into the hub for the same device.
     pub fn read<R>(&self, device: &DeviceId, f: impl FnOnce(&mut Twin) -> R) -> Result<R> {
         let entry = self.entry(device)?;
         let r = f(&mut lock(&entry.twin));
@@ -622,7 +623,8 @@ impl Hub {
     /// seen): the change is persisted, announced as [`HubEvent::TwinChanged`] and
     /// pushed to the device's live session at once (or on its next connection).
     /// Returns `f`'s result; an error only when persisting failed (the edit then
-    /// stays in memory and is retried with the next persist).
+    /// stays in memory and is written with the next snapshot). `f` runs under the
+    /// twin's lock: it must not call back into the hub for the same device.
     pub fn edit<R>(&self, device: &DeviceId, f: impl FnOnce(&mut Twin) -> R) -> Result<R> {
         let entry = self.entry(device)?;
         let (r, event) = {
@@ -1240,6 +1242,34 @@ mod tests {
             .read(&dev("a"), |t| t.reported().unwrap().readings["cpu_temp_c"])
             .unwrap();
         assert_eq!(v, 0.0);
+    }
+
+    #[test]
+    fn idle_twins_are_dropped_and_reload() {
+        let hub = Hub::new(
+            Box::new(MemoryStore::new()),
+            HubConfig {
+                idle_evict_after: Duration::ZERO,
+                ..HubConfig::default()
+            },
+        );
+        let alice = Author::user("alice");
+        hub.edit(&dev("a"), |t| {
+            t.edit_desired(
+                |c| c.fan_profile = Some("quiet".into()),
+                &alice,
+                Timestamp::from_secs(1),
+            )
+        })
+        .unwrap()
+        .unwrap();
+        assert_eq!(hub.evict(), 1);
+        assert!(!hub.is_resident(&dev("a")));
+        let p = hub
+            .read(&dev("a"), |t| t.desired().unwrap().fan_profile)
+            .unwrap();
+        assert_eq!(p.as_deref(), Some("quiet"));
+        assert_eq!(hub.status().loads, 1);
     }
 
     #[test]
