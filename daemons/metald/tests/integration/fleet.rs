@@ -444,3 +444,77 @@ async fn fleet_commands_are_executed_and_unsafe_ones_refused_with_the_rule() {
     assert!(n >= 2, "{audit}");
     d.stop().await.unwrap();
 }
+
+fn workload_state(v: &Value, name: &str) -> Option<String> {
+    v["workloads"]
+        .as_array()?
+        .iter()
+        .find(|w| w["name"] == name)
+        .and_then(|w| w["state"].as_str())
+        .map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_fleet_local_desired_edits_switch_workloads_and_are_reported() {
+    let body = format!(
+        "{SIM}[[workloads]]\nname = \"cam\"\ncommand = \"sleep\"\nargs = [\"60\"]\n\
+         stop_timeout = \"1s\"\n"
+    );
+    let d = TestDaemon::start_toml(&body).await;
+    d.wait_ready().await;
+    let s = d.get_json("/api/v1/state", VIEWER).await;
+    assert_eq!(s["fleet"]["enabled"], false, "{s}");
+    assert_eq!(s["mode"], "normal", "{s}");
+    wait_for("cam running", async || {
+        let w = d.get_json("/api/v1/workloads", VIEWER).await;
+        workload_state(&w, "cam").as_deref() == Some("running")
+    })
+    .await;
+    let patch = async |body: Value| {
+        d.http
+            .patch(d.url("/api/v1/twin/desired"))
+            .bearer_auth(OPERATOR)
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    };
+    let resp = patch(serde_json::json!({"workload.cam": false, "config_version": 2})).await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["desired"]["workload.cam"], false, "{v}");
+    wait_for("cam stopped", async || {
+        let w = d.get_json("/api/v1/workloads", VIEWER).await;
+        workload_state(&w, "cam").is_none()
+    })
+    .await;
+    let twin = d.get_json("/api/v1/twin", VIEWER).await;
+    assert_eq!(twin["reported"]["config"]["version"], 2, "{twin}");
+    assert_eq!(twin["reported"]["config"]["accepted"], true, "{twin}");
+    let history = d.get_json("/api/v1/twin/history", VIEWER).await;
+    assert!(
+        history["versions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["author"].as_str().is_some_and(|a| a.contains("operator"))),
+        "{history}"
+    );
+    let resp = patch(serde_json::json!({"workload.cam": true, "config_version": 3})).await;
+    assert_eq!(resp.status(), 200);
+    wait_for("cam running again", async || {
+        let w = d.get_json("/api/v1/workloads", VIEWER).await;
+        workload_state(&w, "cam").as_deref() == Some("running")
+    })
+    .await;
+    // A workload this device does not have cannot be put in force: reported.
+    let resp = patch(serde_json::json!({"workload.ghost": true, "config_version": 4})).await;
+    assert_eq!(resp.status(), 200);
+    let twin = d.get_json("/api/v1/twin", VIEWER).await;
+    assert_eq!(twin["reported"]["config"]["accepted"], false, "{twin}");
+    assert_eq!(
+        twin["reported"]["config"]["rejection"]["rule"], "workload.unknown",
+        "{twin}"
+    );
+    d.stop().await.unwrap();
+}
