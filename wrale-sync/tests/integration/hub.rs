@@ -634,6 +634,7 @@ async fn commands_round_trip_and_fail_offline_or_on_timeout() {
         h2.send_command(&id2, held, Duration::from_secs(60)).await
     });
     eventually("waiting", || hub.status().commands_pending == 1).await;
+    eventually("the device has it", || executed.lock().unwrap().len() == 3).await;
     call.abort();
     eventually("forgotten when dropped", || {
         hub.status().commands_pending == 0
@@ -651,7 +652,8 @@ async fn commands_round_trip_and_fail_offline_or_on_timeout() {
         .unwrap_err();
     assert!(matches!(e, HubError::Offline(_)), "{e}");
     assert!(started.elapsed() < Duration::from_secs(1));
-    assert_eq!(executed.lock().unwrap().len(), 3);
+    let n = executed.lock().unwrap().len();
+    assert_eq!(n, 3);
     d.stop().await;
 }
 
@@ -686,7 +688,12 @@ async fn a_command_in_flight_over_a_reconnect_runs_once() {
     c.done(None);
     let r = call.await.unwrap().unwrap();
     assert_eq!(r.status, CommandStatus::Done);
-    assert!(d.handle.status().borrow().commands_duplicate >= 1);
+    let mut st = d.handle.status();
+    eventually("the re-sent copy was recognised", || {
+        st.borrow_and_update().commands_duplicate >= 1
+    })
+    .await;
+    assert_eq!(d.handle.status().borrow().commands_received, 1);
     d.stop().await;
 }
 
