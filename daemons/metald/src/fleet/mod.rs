@@ -581,6 +581,11 @@ impl Applier {
         };
         let mut last = self.last.lock().await;
         if last.as_ref() == Some(&cfg) {
+            // `workload.x = false` and no key read the same in the typed config:
+            // the workload set is checked against the raw fields every time.
+            if let Err(r) = self.apply_workloads().await {
+                tracing::warn!(rule = %r.rule, "desired workloads: {}", r.reason);
+            }
             return;
         }
         match self.put_in_force(&cfg, last.as_ref()).await {

@@ -121,8 +121,16 @@ async fn enrolls_once_with_a_0600_credential_and_not_again_after_restart() {
     assert_eq!(sent["serial"], "10000000abcdef", "{sent}");
     assert_eq!(sent["labels"]["role"], "cam", "{sent}");
     assert_eq!(sent["location"]["rack"], "r1", "{sent}");
-    let state = d.get_json("/api/v1/state", VIEWER).await;
-    assert_eq!(state["fleet"]["enrollment"]["enrolled"], true, "{state}");
+    // The file is in place a moment before the agent records it.
+    wait_for(
+        "the state to say enrolled",
+        Duration::from_secs(5),
+        async || {
+            let s = d.get_json("/api/v1/state", VIEWER).await;
+            s["fleet"]["enrollment"]["enrolled"] == true
+        },
+    )
+    .await;
     // The twin's meta carries the configured labels and location.
     let twin = d.get_json("/api/v1/twin", VIEWER).await;
     assert_eq!(twin["meta"]["labels"]["role"], "cam", "{twin}");

@@ -479,7 +479,11 @@ async fn without_a_fleet_local_desired_edits_switch_workloads_and_are_reported()
             .await
             .unwrap()
     };
-    let resp = patch(serde_json::json!({"workload.cam": false, "config_version": 2})).await;
+    // The version first, on its own: the switch below then changes nothing but
+    // the raw `workload.cam` key.
+    let resp = patch(serde_json::json!({"config_version": 2})).await;
+    assert_eq!(resp.status(), 200);
+    let resp = patch(serde_json::json!({"workload.cam": false})).await;
     assert_eq!(resp.status(), 200);
     let v: Value = resp.json().await.unwrap();
     assert_eq!(v["desired"]["workload.cam"], false, "{v}");
