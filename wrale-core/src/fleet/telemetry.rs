@@ -254,17 +254,21 @@ impl Retention {
     }
 }
 
-mod forever_or_duration {
+/// Serde helper for an optional retention written as a duration or `"forever"`
+/// (`None`). Use with `#[serde(with = "wrale_core::fleet::telemetry::forever_or_duration")]`.
+pub mod forever_or_duration {
     use super::*;
 
-    pub(super) fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    /// Writes `None` as `"forever"`, a duration as a humane string.
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
         match d {
             None => s.serialize_str("forever"),
             Some(d) => s.collect_str(&humantime::format_duration(*d)),
         }
     }
 
-    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+    /// Reads `"forever"` or a humane duration (`"365days"`).
+    pub fn deserialize<'de, D: Deserializer<'de>>(
         d: D,
     ) -> Result<Option<Duration>, D::Error> {
         let s = String::deserialize(d)?;
