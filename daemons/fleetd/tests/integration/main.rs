@@ -1,0 +1,11 @@
+//! fleetd integration tests: the real server on 127.0.0.1:0 with a SQLite store in
+//! a temporary directory, driven over HTTP and WebSocket.
+
+mod access;
+mod bad_input;
+mod enroll;
+mod events;
+mod matrix;
+mod registry;
+mod restart;
+mod support;
