@@ -9,7 +9,7 @@
 //!   ([`enroll`]), then opens `ws://.../api/v1/devices/{id}/sync` with the
 //!   credential as bearer token. metald works fully before and without it.
 //! - Every desired config the agent (or a local edit) finds valid is applied
-//!   ([`Applier`]): thresholds, fan profile and minimum duty as a fleet policy
+//!   (the applier): thresholds, fan profile and minimum duty as a fleet policy
 //!   layer assembled on the board floor with the local `[policy]` layers; the fan
 //!   profile, GPIO outputs and workloads through the engine-checked command path.
 //!   The outcome is written to `reported` (`config.*`).
