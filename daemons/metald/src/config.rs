@@ -45,6 +45,10 @@ pub struct Config {
     pub data: DataConfig,
     /// `[shutdown]`: emergency shutdown.
     pub shutdown: ShutdownConfig,
+    /// `[safe_mode]`: when the hardware-fault mode is left.
+    pub safe_mode: SafeModeConfig,
+    /// `[cgroup]`: cgroup v2 subtree for CPU-limited workloads.
+    pub cgroup: CgroupConfig,
     /// `[[workloads]]`: supervised child processes.
     pub workloads: Vec<WorkloadConfig>,
     /// `[log]`: log output.
@@ -66,6 +70,8 @@ impl Default for Config {
             sampling: SamplingConfig::default(),
             data: DataConfig::default(),
             shutdown: ShutdownConfig::default(),
+            safe_mode: SafeModeConfig::default(),
+            cgroup: CgroupConfig::default(),
             workloads: Vec::new(),
             log: LogConfig::default(),
             policy: PolicyConfig::default(),
@@ -225,12 +231,55 @@ impl Default for DataConfig {
 pub struct ShutdownConfig {
     /// Program and arguments run for an emergency shutdown (not on `sim`).
     pub command: Vec<String>,
+    /// Program and arguments run for a `reboot` command (not on `sim`).
+    pub reboot_command: Vec<String>,
 }
 
 impl Default for ShutdownConfig {
     fn default() -> Self {
         Self {
             command: vec!["systemctl".into(), "poweroff".into()],
+            reboot_command: vec!["systemctl".into(), "reboot".into()],
+        }
+    }
+}
+
+/// `[cgroup]`: where `throttle = "cpu-limit"` workloads get their cgroups.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CgroupConfig {
+    /// A delegated, writable cgroup v2 directory (`Delegate=yes` in the unit).
+    pub root: PathBuf,
+    /// The `cpu.max` period.
+    #[serde(with = "duration_str")]
+    pub period: Duration,
+}
+
+impl Default for CgroupConfig {
+    fn default() -> Self {
+        Self {
+            root: PathBuf::from("/sys/fs/cgroup/wrale"),
+            period: Duration::from_millis(100),
+        }
+    }
+}
+
+/// `[safe_mode]`: the hardware-fault mode.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SafeModeConfig {
+    /// Safe mode is left on its own once the fault has been gone this long (board clock).
+    #[serde(with = "duration_str")]
+    pub hold: Duration,
+    /// Consecutive failed hardware writes (actions) that count as a fault.
+    pub hal_error_limit: u32,
+}
+
+impl Default for SafeModeConfig {
+    fn default() -> Self {
+        Self {
+            hold: Duration::from_secs(30),
+            hal_error_limit: 5,
         }
     }
 }
@@ -257,6 +306,9 @@ pub enum ThrottleMode {
     Pause,
     /// Leave it running (critical workloads).
     Ignore,
+    /// Limit it to `cpu_limit_pct` % of one CPU with a cgroup v2 `cpu.max` in
+    /// `cgroup.root`; SIGSTOP/SIGCONT (with a warning) when cgroups are unavailable.
+    CpuLimit,
 }
 
 /// Exponential restart backoff.
@@ -309,6 +361,10 @@ pub struct WorkloadConfig {
     /// Time between SIGTERM and SIGKILL when it is stopped.
     #[serde(default = "default_stop_timeout", with = "duration_str")]
     pub stop_timeout: Duration,
+    /// With `throttle = "cpu-limit"`: the share of one CPU it keeps while
+    /// throttled (default 20).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_limit_pct: Option<f64>,
 }
 
 fn default_stop_timeout() -> Duration {
@@ -689,6 +745,17 @@ impl Config {
                 "must name a program, e.g. [\"systemctl\", \"poweroff\"]".into(),
             );
         }
+        if self
+            .shutdown
+            .reboot_command
+            .first()
+            .is_none_or(|c| c.is_empty())
+        {
+            return err(
+                "shutdown.reboot_command",
+                "must name a program, e.g. [\"systemctl\", \"reboot\"]".into(),
+            );
+        }
         if self.data.dir.as_os_str().is_empty() {
             return err("data.dir", "must not be empty".into());
         }
@@ -722,6 +789,14 @@ impl Config {
                 return err(
                     &format!("workloads[{i}].command"),
                     "must not be empty".into(),
+                );
+            }
+            if let Some(pct) = w.cpu_limit_pct
+                && !(pct.is_finite() && pct > 0.0 && pct <= 100.0 * 1024.0)
+            {
+                return err(
+                    &format!("workloads[{i}].cpu_limit_pct"),
+                    format!("{pct} is not a CPU share: need 0 < pct (100 = one CPU)"),
                 );
             }
             if w.backoff.initial.is_zero() || w.backoff.initial > w.backoff.max {

@@ -172,10 +172,16 @@ impl Daemon {
             tracing::warn!("no API tokens configured: every route but /health answers 401");
         }
         let (step, sim_power_off) = sim_parts(sim, &state);
-        let power_off = power_off
-            .or(sim_power_off)
-            .unwrap_or_else(|| Box::new(CommandPowerOff::new(config.shutdown.command.clone())));
-        let workloads = Workloads::new();
+        let power_off = power_off.or(sim_power_off).unwrap_or_else(|| {
+            Box::new(
+                CommandPowerOff::new(config.shutdown.command.clone())
+                    .with_reboot(config.shutdown.reboot_command.clone()),
+            )
+        });
+        let workloads = Workloads::new().cgroups(
+            crate::cgroup::CgroupRoot::new(&config.cgroup.root),
+            config.cgroup.period,
+        );
         workloads.apply(&config.workloads).await;
         let sampler = Sampler::start(
             board,

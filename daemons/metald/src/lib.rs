@@ -20,6 +20,7 @@
 //! ```
 
 pub mod auth;
+pub mod cgroup;
 pub mod cli;
 pub mod config;
 mod daemon;

@@ -89,19 +89,10 @@ pub enum Action {
     },
 }
 
-/// A command to validate and apply.
-#[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "command", rename_all = "snake_case")]
-pub enum Command {
-    /// Sets a fan's duty.
-    SetFanDuty {
-        /// Fan id.
-        fan: String,
-        /// The duty.
-        #[serde(rename = "duty_pct")]
-        duty: Percent,
-    },
-}
+/// A command to validate and apply: `wrale_core`'s command (the engine's, the
+/// audit log's and the fleet's), tagged with `"type"`.
+pub use wrale_core::model::Command;
+use wrale_core::model::CommandRequest;
 
 /// The engine's answer to a command.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -169,6 +160,50 @@ pub trait SafetyHook: Send + 'static {
         ctx: &Context<'_>,
     ) -> Verdict;
 
+    /// Validates a whole request (who asked, why, what). The default checks the
+    /// command with [`check_command`](Self::check_command) and the actor's name.
+    fn check_request(
+        &mut self,
+        req: &CommandRequest,
+        latest: Option<&Sample>,
+        ctx: &Context<'_>,
+    ) -> Verdict {
+        self.check_command(&req.command, &actor_name(&req.actor), latest, ctx)
+    }
+
+    /// Checks a request without recording anything (no rate-limit history, no fan
+    /// override): the rule a command would break, asked before metald's own
+    /// refusals (safe mode) so a refusal names the engine's rule first. The
+    /// default allows; the command is checked for real by
+    /// [`check_request`](Self::check_request).
+    fn peek_request(
+        &self,
+        req: &CommandRequest,
+        latest: Option<&Sample>,
+        ctx: &Context<'_>,
+    ) -> Verdict {
+        let _ = (req, latest, ctx);
+        Verdict::Allowed
+    }
+
+    /// Phase one for a whole request; the default calls
+    /// [`validate_command`](Self::validate_command).
+    fn validate_request(
+        &mut self,
+        req: &CommandRequest,
+        latest: Option<&Sample>,
+        ctx: &Context<'_>,
+    ) -> Validation {
+        self.validate_command(&req.command, &actor_name(&req.actor), latest, ctx)
+    }
+
+    /// Why the engine holds the outputs at their fail-safe state because of a
+    /// hardware fault (an untrusted or unreadable sensor), if it does now. metald
+    /// enters safe mode while this answers `Some`.
+    fn fault(&self) -> Option<String> {
+        None
+    }
+
     /// Phase one of a two-phase command: the verdict and, if allowed, a token to
     /// confirm it with. Nothing is applied. Hooks without two-phase support refuse.
     fn validate_command(
@@ -191,11 +226,28 @@ pub trait SafetyHook: Send + 'static {
     /// Phase two: the validated command to apply now, if the token is known,
     /// unexpired and the state still allows it; else the refusal.
     fn confirm_command(&mut self, token: u64, ctx: &Context<'_>) -> Result<Command, Verdict> {
+        self.confirm_request(token, ctx).map(|r| r.command)
+    }
+
+    /// Phase two with the whole validated request (who asked and why).
+    fn confirm_request(
+        &mut self,
+        token: u64,
+        ctx: &Context<'_>,
+    ) -> Result<CommandRequest, Verdict> {
         let _ = ctx;
         Err(Verdict::Refused {
             rule: "confirm.unknown_token".into(),
             reason: format!("token {token} is unknown"),
         })
+    }
+
+    /// Puts a new assembled policy in force (the fleet's desired config as a
+    /// policy layer on the board floor); the engine's state carries over. Hooks
+    /// without a policy engine refuse.
+    fn set_policy(&mut self, policy: PolicySet) -> Result<(), String> {
+        let _ = policy;
+        Err(format!("the {} engine takes no policy", self.name()))
     }
 
     /// The fail-safe state of every output: applied on exit, and whenever the
@@ -293,6 +345,11 @@ impl SafetyHook for FailSafeHook {
         }
     }
 
+    fn fault(&self) -> Option<String> {
+        self.sensor_alert
+            .then(|| "the CPU temperature cannot be read".to_owned())
+    }
+
     fn check_command(
         &mut self,
         command: &Command,
@@ -323,25 +380,24 @@ impl SafetyHook for FailSafeHook {
                     },
                 }
             }
+            _ => Verdict::Allowed,
         }
     }
 }
 
-/// The `wrale-core` form of a command (the engine's and the audit log's).
-pub fn core_command(command: &Command) -> wrale_core::model::Command {
-    match command {
-        Command::SetFanDuty { fan, duty } => wrale_core::model::Command::SetFanDuty {
-            fan: fan.clone(),
-            duty: *duty,
-        },
+/// The name an actor is checked and logged under (`ops`, `user:ada`, `fleet`).
+pub fn actor_name(actor: &Actor) -> String {
+    match actor {
+        Actor::LocalOperator(name) => name.clone(),
+        other => other.to_string(),
     }
 }
 
-fn request(command: &Command, actor: &str) -> wrale_core::model::CommandRequest {
-    wrale_core::model::CommandRequest::new(
+fn request(command: &Command, actor: &str) -> CommandRequest {
+    CommandRequest::new(
         Actor::LocalOperator(actor.to_owned()),
         "local API",
-        core_command(command),
+        command.clone(),
     )
 }
 
@@ -442,22 +498,53 @@ impl SafetyHook for PolicyHook {
         &mut self,
         command: &Command,
         actor: &str,
+        latest: Option<&Sample>,
+        ctx: &Context<'_>,
+    ) -> Verdict {
+        self.check_request(&request(command, actor), latest, ctx)
+    }
+
+    fn check_request(
+        &mut self,
+        req: &CommandRequest,
         _latest: Option<&Sample>,
         ctx: &Context<'_>,
     ) -> Verdict {
-        let req = request(command, actor);
-        verdict(self.policy.admit(&mut self.state, &req, ctx.now))
+        verdict(self.policy.admit(&mut self.state, req, ctx.now))
+    }
+
+    fn peek_request(
+        &self,
+        req: &CommandRequest,
+        _latest: Option<&Sample>,
+        ctx: &Context<'_>,
+    ) -> Verdict {
+        verdict(self.policy.check(&self.state, req, ctx.now))
+    }
+
+    fn fault(&self) -> Option<String> {
+        self.state.fail_safe().then(|| {
+            "the CPU temperature is untrusted (faulted, missing, stuck or implausible)".to_owned()
+        })
     }
 
     fn validate_command(
         &mut self,
         command: &Command,
         actor: &str,
+        latest: Option<&Sample>,
+        ctx: &Context<'_>,
+    ) -> Validation {
+        self.validate_request(&request(command, actor), latest, ctx)
+    }
+
+    fn validate_request(
+        &mut self,
+        req: &CommandRequest,
         _latest: Option<&Sample>,
         ctx: &Context<'_>,
     ) -> Validation {
-        let req = request(command, actor);
-        let v = self.policy.validate(&mut self.state, &req, ctx.now);
+        let v = self.policy.validate(&mut self.state, req, ctx.now);
         Validation {
             verdict: verdict(v.verdict),
             token: v.token.map(|t| Token {
@@ -467,23 +554,22 @@ impl SafetyHook for PolicyHook {
         }
     }
 
-    fn confirm_command(&mut self, token: u64, ctx: &Context<'_>) -> Result<Command, Verdict> {
-        let req = self
-            .policy
+    fn set_policy(&mut self, policy: PolicySet) -> Result<(), String> {
+        self.policy = policy;
+        Ok(())
+    }
+
+    fn confirm_request(
+        &mut self,
+        token: u64,
+        ctx: &Context<'_>,
+    ) -> Result<CommandRequest, Verdict> {
+        self.policy
             .confirm(&mut self.state, token, ctx.now)
             .map_err(|r| Verdict::Refused {
                 rule: r.rule.to_string(),
                 reason: r.reason,
-            })?;
-        match req.command {
-            wrale_core::model::Command::SetFanDuty { fan, duty } => {
-                Ok(Command::SetFanDuty { fan, duty })
-            }
-            other => Err(Verdict::Refused {
-                rule: "two_phase.unsupported".into(),
-                reason: format!("metald cannot apply {:?} yet", other.kind()),
-            }),
-        }
+            })
     }
 
     fn fail_safe(&self, ctx: &Context<'_>) -> Vec<Action> {
@@ -619,6 +705,11 @@ mod tests {
             fan: "fan0".into(),
             duty: Percent::ZERO,
         };
+        let req = request(&low, "ops");
+        assert!(matches!(
+            hook.peek_request(&req, Some(&s), &ctx),
+            Verdict::Refused { .. }
+        ));
         assert!(matches!(
             hook.check_command(&low, "ops", Some(&s), &ctx),
             Verdict::Refused { .. }

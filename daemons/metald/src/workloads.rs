@@ -4,7 +4,10 @@
 //! reach the processes it spawns too. A workload that exits is started again
 //! according to its [`RestartPolicy`], after a delay that doubles with each quick
 //! failure up to `backoff.max` (a run longer than `backoff.max` resets it).
-//! Throttling sends SIGSTOP to the group, and lifting it SIGCONT. Stopping sends
+//! Throttling sends SIGSTOP to the group, and lifting it SIGCONT; a workload with
+//! `throttle = "cpu-limit"` is instead moved into its own cgroup v2 group under
+//! `cgroup.root` and limited with `cpu.max` ([`crate::cgroup`]), falling back to
+//! SIGSTOP/SIGCONT with a warning when the cgroup cannot be used. Stopping sends
 //! SIGTERM, then SIGKILL after `stop_timeout`.
 
 use std::collections::BTreeMap;
@@ -20,7 +23,11 @@ use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
+use crate::cgroup::{Cgroup, CgroupRoot};
 use crate::config::{RestartPolicy, ThrottleMode, WorkloadConfig};
+
+/// Default `cpu_limit_pct`.
+pub const DEFAULT_CPU_LIMIT_PCT: f64 = 20.0;
 
 /// What a workload is doing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -32,6 +39,8 @@ pub enum WorkloadState {
     Running,
     /// Running but stopped by SIGSTOP (throttled).
     Paused,
+    /// Running under a cgroup CPU limit (throttled with `cpu-limit`).
+    Limited,
     /// Waiting to be restarted.
     Backoff,
     /// Exited and not restarted (policy).
@@ -59,11 +68,26 @@ pub struct WorkloadStatus {
 enum Ctl {
     Pause,
     Resume,
+    /// Run again if exited (a `start_workload` command).
+    Start,
     Stop,
+}
+
+/// Why a workload command could not be carried out.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum WorkloadError {
+    /// No workload of that name is configured.
+    #[error("workload {0:?} not found")]
+    NotFound(String),
+    /// Its supervisor is gone (metald is stopping).
+    #[error("workload {0:?} is shutting down")]
+    Gone(String),
 }
 
 #[derive(Debug)]
 struct Worker {
+    /// Throttled by a command (`throttle_workload`), whatever the engine says.
+    manual: bool,
     spec: WorkloadConfig,
     tx: mpsc::UnboundedSender<Ctl>,
     status: Arc<Mutex<WorkloadStatus>>,
@@ -74,6 +98,19 @@ struct Worker {
 struct Inner {
     workers: BTreeMap<String, Worker>,
     throttled: bool,
+    cgroups: Option<Cgroups>,
+}
+
+/// Where CPU-limited workloads get their cgroups.
+#[derive(Debug, Clone)]
+struct Cgroups {
+    root: CgroupRoot,
+    period: Duration,
+}
+
+/// Whether the engine's throttling reaches a workload.
+fn throttled_by_engine(spec: &WorkloadConfig) -> bool {
+    spec.throttle != ThrottleMode::Ignore
 }
 
 /// The supervisor of every workload. Cheap to clone; [`Workloads::throttle`] may be
@@ -91,6 +128,14 @@ impl Workloads {
             inner: Arc::default(),
             runtime: tokio::runtime::Handle::current(),
         }
+    }
+
+    /// CPU-limited workloads (`throttle = "cpu-limit"`) get a cgroup under `root`
+    /// with `cpu.max` periods of `period`. Without this they fall back to
+    /// SIGSTOP/SIGCONT.
+    pub fn cgroups(self, root: CgroupRoot, period: Duration) -> Self {
+        self.lock().cgroups = Some(Cgroups { root, period });
+        self
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -118,18 +163,24 @@ impl Workloads {
                 }
             }
             let throttled = inner.throttled;
+            let cgroups = inner.cgroups.clone();
             for spec in specs {
                 if inner.workers.contains_key(&spec.name) {
                     continue;
                 }
-                let w = self.spawn_worker(spec.clone(), throttled);
+                let w = self.spawn_worker(spec.clone(), throttled, cgroups.clone());
                 inner.workers.insert(spec.name.clone(), w);
             }
         }
         stop_workers(to_stop).await;
     }
 
-    fn spawn_worker(&self, spec: WorkloadConfig, throttled: bool) -> Worker {
+    fn spawn_worker(
+        &self,
+        spec: WorkloadConfig,
+        throttled: bool,
+        cgroups: Option<Cgroups>,
+    ) -> Worker {
         let (tx, rx) = mpsc::unbounded_channel();
         let status = Arc::new(Mutex::new(WorkloadStatus {
             name: spec.name.clone(),
@@ -138,10 +189,15 @@ impl Workloads {
             restarts: 0,
             last_exit: None,
         }));
-        let task = self
-            .runtime
-            .spawn(supervise(spec.clone(), rx, status.clone(), throttled));
+        let task = self.runtime.spawn(supervise(
+            spec.clone(),
+            rx,
+            status.clone(),
+            throttled,
+            cgroups,
+        ));
         Worker {
+            manual: false,
             spec,
             tx,
             status,
@@ -149,8 +205,8 @@ impl Workloads {
         }
     }
 
-    /// Pauses (`true`) or resumes (`false`) every workload whose throttle mode is
-    /// `pause`. Workloads started while throttled start paused.
+    /// Throttles (`true`) or resumes (`false`) every workload whose throttle mode
+    /// is `pause` or `cpu-limit`. Workloads started while throttled start throttled.
     pub fn throttle(&self, on: bool) {
         let mut inner = self.lock();
         if inner.throttled == on {
@@ -158,10 +214,44 @@ impl Workloads {
         }
         inner.throttled = on;
         for w in inner.workers.values() {
-            if w.spec.throttle == ThrottleMode::Pause {
+            if throttled_by_engine(&w.spec) && !w.manual {
                 let _gone = w.tx.send(if on { Ctl::Pause } else { Ctl::Resume });
             }
         }
+    }
+
+    /// Whether a workload of that name is configured.
+    pub fn contains(&self, name: &str) -> bool {
+        self.lock().workers.contains_key(name)
+    }
+
+    /// Starts a workload that has exited (or is waiting to restart: now); a
+    /// running one is left alone.
+    pub fn start(&self, name: &str) -> Result<(), WorkloadError> {
+        let inner = self.lock();
+        let w = inner
+            .workers
+            .get(name)
+            .ok_or_else(|| WorkloadError::NotFound(name.to_owned()))?;
+        w.tx.send(Ctl::Start)
+            .map_err(|_| WorkloadError::Gone(name.to_owned()))
+    }
+
+    /// Throttles (`true`) or resumes (`false`) one workload by command, whatever
+    /// its throttle mode (`ignore` only exempts it from the engine's throttling).
+    /// A resumed workload stays throttled while the engine throttles workloads and
+    /// its mode is not `ignore`.
+    pub fn throttle_one(&self, name: &str, on: bool) -> Result<(), WorkloadError> {
+        let mut inner = self.lock();
+        let engine = inner.throttled;
+        let w = inner
+            .workers
+            .get_mut(name)
+            .ok_or_else(|| WorkloadError::NotFound(name.to_owned()))?;
+        w.manual = on;
+        let pause = on || (engine && throttled_by_engine(&w.spec));
+        w.tx.send(if pause { Ctl::Pause } else { Ctl::Resume })
+            .map_err(|_| WorkloadError::Gone(name.to_owned()))
     }
 
     /// Whether workloads are throttled.
@@ -247,14 +337,95 @@ async fn stop_child(spec: &WorkloadConfig, child: &mut Child, pid: Option<u32>) 
     }
 }
 
+/// How a workload is throttled: a cgroup CPU limit, or SIGSTOP/SIGCONT.
+struct Throttler {
+    name: String,
+    group: Option<Cgroup>,
+    pct: f64,
+    period: Duration,
+}
+
+impl Throttler {
+    fn new(spec: &WorkloadConfig, cgroups: Option<Cgroups>) -> Self {
+        let mut t = Throttler {
+            name: spec.name.clone(),
+            group: None,
+            pct: spec.cpu_limit_pct.unwrap_or(DEFAULT_CPU_LIMIT_PCT),
+            period: Duration::from_millis(100),
+        };
+        if spec.throttle != ThrottleMode::CpuLimit {
+            return t;
+        }
+        match cgroups {
+            None => tracing::warn!(
+                workload = %spec.name,
+                "cpu-limit without a cgroup root: throttling with SIGSTOP/SIGCONT instead"
+            ),
+            Some(c) => {
+                t.period = c.period;
+                match c.root.prepare().and_then(|()| c.root.create(&spec.name)) {
+                    Ok(g) => t.group = Some(g),
+                    Err(e) => tracing::warn!(
+                        workload = %spec.name,
+                        "cgroup v2 CPU limit unavailable ({e}): throttling with SIGSTOP/SIGCONT instead"
+                    ),
+                }
+            }
+        }
+        t
+    }
+
+    /// Moves a new process into the group.
+    fn adopt(&mut self, pid: Option<u32>) {
+        if let (Some(g), Some(pid)) = (&self.group, pid)
+            && let Err(e) = g.add(pid)
+        {
+            tracing::warn!(workload = %self.name, "cannot move into its cgroup ({e}): throttling with SIGSTOP/SIGCONT instead");
+            self.group = None;
+        }
+    }
+
+    /// Throttles the running process; the state it is in afterwards.
+    fn throttle(&mut self, pid: Option<u32>) -> WorkloadState {
+        if let Some(g) = &self.group {
+            match g.limit(self.pct, self.period) {
+                Ok(()) => return WorkloadState::Limited,
+                Err(e) => {
+                    tracing::warn!(workload = %self.name, "cannot set its CPU limit ({e}): SIGSTOP instead");
+                    self.group = None;
+                }
+            }
+        }
+        signal_group(&self.name, pid, Signal::SIGSTOP);
+        WorkloadState::Paused
+    }
+
+    /// Lifts the throttle.
+    fn resume(&mut self, pid: Option<u32>) {
+        if let Some(g) = &self.group
+            && let Err(e) = g.unlimit(self.period)
+        {
+            tracing::warn!(workload = %self.name, "cannot lift its CPU limit: {e}");
+        }
+        signal_group(&self.name, pid, Signal::SIGCONT);
+    }
+
+    fn remove(&self) {
+        if let Some(g) = &self.group {
+            g.remove();
+        }
+    }
+}
+
 async fn supervise(
     spec: WorkloadConfig,
     mut rx: mpsc::UnboundedReceiver<Ctl>,
     status: Arc<Mutex<WorkloadStatus>>,
     throttled: bool,
+    cgroups: Option<Cgroups>,
 ) {
-    let pausable = spec.throttle == ThrottleMode::Pause;
-    let mut paused = throttled && pausable;
+    let mut throttler = Throttler::new(&spec, cgroups);
+    let mut paused = throttled && throttled_by_engine(&spec);
     let mut quick_failures: u32 = 0;
     loop {
         let started = Instant::now();
@@ -269,36 +440,36 @@ async fn supervise(
             Ok(mut child) => {
                 let pid = child.id();
                 tracing::info!(workload = %spec.name, pid, "started");
-                if paused {
-                    signal_group(&spec.name, pid, Signal::SIGSTOP);
-                }
+                throttler.adopt(pid);
+                let state = if paused {
+                    throttler.throttle(pid)
+                } else {
+                    WorkloadState::Running
+                };
                 set_status(&status, |s| {
                     s.pid = pid;
-                    s.state = if paused {
-                        WorkloadState::Paused
-                    } else {
-                        WorkloadState::Running
-                    };
+                    s.state = state;
                 });
                 let exit = loop {
                     tokio::select! {
                         r = child.wait() => break r,
                         ctl = rx.recv() => match ctl {
-                            Some(Ctl::Pause) if pausable => {
+                            Some(Ctl::Pause) => {
                                 paused = true;
-                                signal_group(&spec.name, pid, Signal::SIGSTOP);
-                                set_status(&status, |s| s.state = WorkloadState::Paused);
-                                tracing::info!(workload = %spec.name, "paused (throttled)");
+                                let state = throttler.throttle(pid);
+                                set_status(&status, |s| s.state = state);
+                                tracing::info!(workload = %spec.name, ?state, "throttled");
                             }
                             Some(Ctl::Resume) => {
                                 paused = false;
-                                signal_group(&spec.name, pid, Signal::SIGCONT);
+                                throttler.resume(pid);
                                 set_status(&status, |s| s.state = WorkloadState::Running);
                                 tracing::info!(workload = %spec.name, "resumed");
                             }
-                            Some(Ctl::Pause) => {}
+                            Some(Ctl::Start) => {}
                             Some(Ctl::Stop) | None => {
                                 let how = stop_child(&spec, &mut child, pid).await;
+                                throttler.remove();
                                 tracing::info!(workload = %spec.name, "stopped ({how})");
                                 set_status(&status, |s| {
                                     s.state = WorkloadState::Stopped;
@@ -329,13 +500,24 @@ async fn supervise(
         };
         if !restart {
             set_status(&status, |s| s.state = WorkloadState::Exited);
-            // Nothing left to run; wait to be told to stop.
+            // Nothing left to run; wait to be told to start again or to stop.
+            let mut again = false;
             while let Some(ctl) = rx.recv().await {
-                if ctl == Ctl::Stop {
-                    break;
+                match ctl {
+                    Ctl::Stop => break,
+                    Ctl::Start => {
+                        again = true;
+                        break;
+                    }
+                    Ctl::Pause => paused = true,
+                    Ctl::Resume => paused = false,
                 }
             }
-            return;
+            if !again {
+                return;
+            }
+            set_status(&status, |s| s.restarts += 1);
+            continue;
         }
         if started.elapsed() >= spec.backoff.max {
             quick_failures = 0;
@@ -349,8 +531,9 @@ async fn supervise(
             tokio::select! {
                 () = tokio::time::sleep_until(deadline) => break,
                 ctl = rx.recv() => match ctl {
-                    Some(Ctl::Pause) => paused = pausable,
+                    Some(Ctl::Pause) => paused = true,
                     Some(Ctl::Resume) => paused = false,
+                    Some(Ctl::Start) => break,
                     Some(Ctl::Stop) | None => {
                         set_status(&status, |s| s.state = WorkloadState::Stopped);
                         return;

@@ -329,7 +329,10 @@ pub fn render(app: &AppState, workloads: &[WorkloadStatus], throttled: bool) -> 
             "1 when the workload's process is running (paused counts).",
         );
         for w in workloads {
-            let up = matches!(w.state, WorkloadState::Running | WorkloadState::Paused);
+            let up = matches!(
+                w.state,
+                WorkloadState::Running | WorkloadState::Paused | WorkloadState::Limited
+            );
             o.line(
                 "wrale_workload_up",
                 &[("workload", &w.name)],

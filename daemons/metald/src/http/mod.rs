@@ -6,6 +6,7 @@
 //! is public only with `api.public_metrics = true`. Viewers read, operators command,
 //! admins manage the daemon.
 
+mod commands;
 mod metrics;
 
 use axum::extract::ws::{
@@ -93,7 +94,10 @@ pub fn router(state: ApiState) -> Router {
     let operator = Router::new()
         .route("/api/v1/fan", post(set_fan))
         .route("/api/v1/fan/validate", post(validate_fan))
-        .route("/api/v1/commands/confirm", post(confirm_command))
+        .route("/api/v1/commands", post(commands::execute))
+        .route("/api/v1/commands/validate", post(commands::validate))
+        .route("/api/v1/commands/confirm", post(commands::confirm))
+        .route("/api/v1/mode", post(commands::set_mode))
         .route("/api/v1/diagnostics", post(diagnostics))
         .route(
             "/api/v1/twin/desired",
@@ -244,6 +248,8 @@ async fn device_state(State(s): State<ApiState>) -> Json<Value> {
     Json(json!({
         "device": s.app.device(),
         "ready": s.app.ready(),
+        "mode": s.app.mode(),
+        "modes": s.app.modes(),
         "fleet": s.fleet.state_json(),
         "sampling": {
             "interval_s": config.sampling.interval.as_secs_f64(),
@@ -384,23 +390,6 @@ async fn validate_fan(
         )
         .await?;
     Ok(Json(json!(v)))
-}
-
-/// Body of `POST /api/v1/commands/confirm`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ConfirmRequest {
-    token: u64,
-}
-
-async fn confirm_command(
-    State(s): State<ApiState>,
-    axum::Extension(who): axum::Extension<Principal>,
-    ApiJson(req): ApiJson<ConfirmRequest>,
-) -> Result<Json<Value>, ApiError> {
-    tracing::info!(token = %who.name, confirm = req.token, "command confirmation");
-    let applied = s.commands.confirm(req.token, &who.name).await?;
-    Ok(Json(json!(applied)))
 }
 
 /// `POST /api/v1/diagnostics`: an empty body runs every check with the default

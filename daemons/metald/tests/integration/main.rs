@@ -4,10 +4,13 @@
 
 mod api;
 mod binary;
+mod cgroup;
+mod commands;
 mod enroll;
 mod fleet;
 mod persist;
 mod reload;
+mod safemode;
 mod safety;
 mod stream;
 mod support;

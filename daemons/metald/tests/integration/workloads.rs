@@ -19,6 +19,7 @@ fn spec(name: &str, script: &str, restart: RestartPolicy) -> WorkloadConfig {
         },
         throttle: ThrottleMode::Pause,
         stop_timeout: Duration::from_secs(5),
+        cpu_limit_pct: None,
     }
 }
 
