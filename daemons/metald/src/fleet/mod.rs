@@ -580,6 +580,16 @@ impl Applier {
             ConfigVerdict::Accepted(cfg) => cfg,
         };
         let mut last = self.last.lock().await;
+        if last.is_none() && cfg == DesiredConfig::default() && lock(&self.failed).is_none() {
+            // Nothing desired yet: the policy in force since start (the board
+            // floor and the local layers) is what an empty config stands for;
+            // only `workload.x = false` keys (invisible in the typed config) count.
+            if let Err(r) = self.apply_workloads().await {
+                tracing::warn!(rule = %r.rule, "desired workloads: {}", r.reason);
+            }
+            *last = Some(cfg);
+            return;
+        }
         if last.as_ref() == Some(&cfg) {
             // `workload.x = false` and no key read the same in the typed config:
             // the workload set is checked against the raw fields every time.
