@@ -34,12 +34,11 @@ pub(crate) async fn run(ctx: &Ctx, a: EventsArgs) -> CliResult {
         kinds: a.kinds,
     };
     let mut stream = ctx.client.events(&filter).await?;
-    if !ctx.json {
-        eprintln!(
-            "Following events from {} (Ctrl-C to stop).",
-            ctx.client.base_url()
-        );
-    }
+    // On stderr, so it never mixes with the (JSON) data on stdout.
+    eprintln!(
+        "Following events from {} (Ctrl-C to stop).",
+        ctx.client.base_url()
+    );
     let mut seen = 0u64;
     let ctrl_c = tokio::signal::ctrl_c();
     tokio::pin!(ctrl_c);
