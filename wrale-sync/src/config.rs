@@ -378,6 +378,117 @@ pub fn effective_config(
     Ok(cfg)
 }
 
+/// Name of the fleet-wide layer in [`LayeredConfig::sources`].
+pub const FLEET_LAYER: &str = "fleet";
+
+/// The flat fields of a stack of config layers folded lowest first (fleet
+/// defaults, then each group from the root of the tree down to the device's own
+/// group, then the device's overrides), with the layer each field came from.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct LayeredConfig {
+    /// The effective flat fields.
+    pub fields: BTreeMap<String, FieldValue>,
+    /// For each field, the name of the layer that set it last (`fleet`,
+    /// `group:lab`, `device:pi-01`: the names given to [`LayeredConfig::fold`]).
+    pub sources: BTreeMap<String, String>,
+}
+
+impl LayeredConfig {
+    /// Folds `layers`, lowest first: a later layer replaces a field of an earlier one.
+    pub fn fold<'a>(layers: impl IntoIterator<Item = (String, &'a PartialConfig)>) -> Self {
+        let mut out = LayeredConfig::default();
+        for (name, layer) in layers {
+            for (k, v) in &layer.fields {
+                out.fields.insert(k.clone(), v.clone());
+                out.sources.insert(k.clone(), name.clone());
+            }
+        }
+        out
+    }
+
+    /// The typed config (an error names a field with a bad value).
+    pub fn config(&self) -> Result<DesiredConfig> {
+        DesiredConfig::from_fields(&self.fields)
+    }
+
+    /// The writes that turn the effective fields `before` into these: a new or
+    /// changed field with its value, a field no layer sets any more with `None`.
+    /// A device's own edits of fields whose effective value did not change are
+    /// left alone by applying only these.
+    pub fn changes_since(&self, before: &LayeredConfig) -> BTreeMap<String, Option<FieldValue>> {
+        let mut out = BTreeMap::new();
+        for (k, v) in &self.fields {
+            if before.fields.get(k).is_none_or(|old| !old.same(v)) {
+                out.insert(k.clone(), Some(v.clone()));
+            }
+        }
+        for k in before.fields.keys() {
+            if !self.fields.contains_key(k) {
+                out.insert(k.clone(), None);
+            }
+        }
+        out
+    }
+}
+
+impl PartialConfig {
+    /// A layer as a user wrote it: every key must belong to the desired schema,
+    /// `config_version` is refused (the fleet bumps it on every write), and each
+    /// value must have the field's type and range. Errors name the field.
+    pub fn from_layer_fields(fields: BTreeMap<String, FieldValue>) -> Result<PartialConfig> {
+        for k in fields.keys() {
+            if k == K_VERSION {
+                return Err(Error::InvalidField {
+                    field: k.clone(),
+                    reason: "config_version is set by the fleet on every write, not by a layer"
+                        .into(),
+                });
+            }
+            if !DesiredConfig::is_known_key(k) {
+                return Err(Error::UnknownField(k.clone()));
+            }
+        }
+        DesiredConfig::from_fields(&fields)?;
+        for (k, v) in &fields {
+            if let Some(name) = k.strip_prefix(P_WORKLOAD) {
+                if name.is_empty() || !matches!(v, FieldValue::Bool(_)) {
+                    return Err(Error::InvalidField {
+                        field: k.clone(),
+                        reason: "a workload needs a name and a true/false value".into(),
+                    });
+                }
+            }
+        }
+        Ok(PartialConfig { fields })
+    }
+}
+
+/// `desired` fields after applying `writes` (from [`LayeredConfig::changes_since`]),
+/// with `config_version` bumped: what a device's twin will hold, to validate
+/// before anything is written.
+pub fn apply_changes(
+    desired: &BTreeMap<String, FieldValue>,
+    writes: &BTreeMap<String, Option<FieldValue>>,
+) -> BTreeMap<String, FieldValue> {
+    let mut out = desired.clone();
+    for (k, v) in writes {
+        match v {
+            Some(v) => {
+                out.insert(k.clone(), v.clone());
+            }
+            None => {
+                out.remove(k);
+            }
+        }
+    }
+    let version = match out.get(K_VERSION) {
+        Some(FieldValue::Int(v)) if *v >= 0 => *v,
+        _ => 0,
+    };
+    out.insert(K_VERSION.to_owned(), FieldValue::Int(version + 1));
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -475,5 +586,62 @@ mod tests {
             Err(Error::Rejected(r)) if r.rule == "threshold_above_board"
         ));
         assert!(matches!(dev.set("nope", 1i64), Err(Error::UnknownField(_))));
+    }
+
+    #[test]
+    fn layers_fold_with_sources_and_changes_leave_other_fields_alone() {
+        let mut fleet = PartialConfig::new();
+        fleet.set("fan_profile", "quiet").unwrap();
+        fleet.set("warn_c", 70.0).unwrap();
+        let mut root = PartialConfig::new();
+        root.set("fan_profile", "balance").unwrap();
+        let mut leaf = PartialConfig::new();
+        leaf.set("fan_profile", "cool").unwrap();
+        let dev = PartialConfig::new();
+        let before = LayeredConfig::fold([(FLEET_LAYER.to_string(), &fleet)]);
+        let after = LayeredConfig::fold([
+            (FLEET_LAYER.to_string(), &fleet),
+            ("group:site".to_string(), &root),
+            ("group:rack".to_string(), &leaf),
+            ("device:pi".to_string(), &dev),
+        ]);
+        assert_eq!(after.fields["fan_profile"], FieldValue::from("cool"));
+        assert_eq!(after.sources["fan_profile"], "group:rack");
+        assert_eq!(after.sources["warn_c"], "fleet");
+        let writes = after.changes_since(&before);
+        assert_eq!(writes.len(), 1, "{writes:?}");
+        assert_eq!(writes["fan_profile"], Some(FieldValue::from("cool")));
+        let removed = before.changes_since(&after);
+        assert_eq!(removed["fan_profile"], Some(FieldValue::from("quiet")));
+        // A device-side field outside the layers stays; the version is bumped.
+        let mut twin = BTreeMap::new();
+        twin.insert("min_fan_duty_pct".to_string(), FieldValue::Float(30.0));
+        twin.insert("config_version".to_string(), FieldValue::Int(4));
+        let next = apply_changes(&twin, &writes);
+        assert_eq!(next["min_fan_duty_pct"], FieldValue::Float(30.0));
+        assert_eq!(next["config_version"], FieldValue::Int(5));
+        assert_eq!(next["fan_profile"], FieldValue::from("cool"));
+    }
+
+    #[test]
+    fn layer_fields_are_checked_by_name() {
+        let ok: BTreeMap<String, FieldValue> = [
+            ("warn_c".to_string(), FieldValue::Int(65)),
+            ("workload.cam".to_string(), true.into()),
+        ]
+        .into();
+        PartialConfig::from_layer_fields(ok).unwrap();
+        for (k, v, want) in [
+            ("nope", FieldValue::Int(1), "nope"),
+            ("config_version", FieldValue::Int(3), "config_version"),
+            ("warn_c", FieldValue::from("hot"), "warn_c"),
+            ("gpio.17", FieldValue::Bool(true), "gpio.17"),
+            ("workload.cam", FieldValue::from("yes"), "workload.cam"),
+        ] {
+            let e = PartialConfig::from_layer_fields([(k.to_string(), v)].into())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{k}: {e}");
+        }
     }
 }

@@ -55,8 +55,8 @@ pub use command::{
     decode_command_result, encode_command, encode_command_result,
 };
 pub use config::{
-    BoardFloorValidator, ConfigValidator, CurvePoint, DesiredConfig, PartialConfig, Rejection,
-    effective_config,
+    BoardFloorValidator, ConfigValidator, CurvePoint, DesiredConfig, FLEET_LAYER, LayeredConfig,
+    PartialConfig, Rejection, apply_changes, effective_config,
 };
 pub use envelope::{
     Envelope, EnvelopeError, FrameKind, decode_telemetry, decode_telemetry_ack, encode_telemetry,

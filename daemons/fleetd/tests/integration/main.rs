@@ -9,3 +9,4 @@ mod matrix;
 mod registry;
 mod restart;
 mod support;
+mod twins;
