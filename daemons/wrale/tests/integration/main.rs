@@ -1,0 +1,9 @@
+//! End-to-end tests of the real `wrale` binary against a real fleetd
+//! (`fleetd::testing::TestServer`: the daemon on 127.0.0.1:0 with a SQLite data
+//! directory in a temp dir).
+
+mod access;
+mod devices;
+mod events;
+mod support;
+mod usage;
