@@ -186,12 +186,14 @@ pub fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
         let path = e.path().to_string();
         let inner = e.into_inner();
         let msg = inner.to_string();
-        // serde reports an unknown field at its parent's path: name the field itself.
+        // Name the unknown field itself, with its path.
         let field = match msg
             .strip_prefix("unknown field `")
             .and_then(|r| r.split_once('`'))
         {
             Some((name, _)) if path == "." => name.to_owned(),
+            // serde_path_to_error already ends the path with the unknown key.
+            Some((name, _)) if path == name || path.ends_with(&format!(".{name}")) => path,
             Some((name, _)) => format!("{path}.{name}"),
             None => path,
         };
