@@ -2,6 +2,7 @@
 //! a temporary directory, driven over HTTP and WebSocket.
 
 mod access;
+mod backup;
 mod bad_input;
 mod enroll;
 mod events;
@@ -9,4 +10,5 @@ mod matrix;
 mod registry;
 mod restart;
 mod support;
+mod telemetry;
 mod twins;
