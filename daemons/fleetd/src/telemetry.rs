@@ -1183,7 +1183,9 @@ mod tests {
         let now = Timestamp::from_millis(T0 + 7_200_000);
         let pts = points(T0, 3600, 1000);
         let rec = encode_batch("pi-1", &pts);
-        let r = t.ingest_records(&dev, &[rec.clone()], &cfg, now).unwrap();
+        let r = t
+            .ingest_records(&dev, std::slice::from_ref(&rec), &cfg, now)
+            .unwrap();
         assert_eq!(r.stored.inserted, 7200);
         assert!(r.rejected.is_empty());
         // The same record again: skipped whole.
@@ -1332,11 +1334,15 @@ mod tests {
         c.validate().unwrap();
         c.retention_1m = Duration::from_secs(3600);
         assert_eq!(c.validate().unwrap_err().0, "telemetry.retention_1m");
-        let mut c = TelemetryConfig::default();
-        c.retention_1h = Some(Duration::from_secs(86400));
+        let c = TelemetryConfig {
+            retention_1h: Some(Duration::from_secs(86400)),
+            ..TelemetryConfig::default()
+        };
         assert_eq!(c.validate().unwrap_err().0, "telemetry.retention_1h");
-        let mut c = TelemetryConfig::default();
-        c.max_points = 5;
+        let c = TelemetryConfig {
+            max_points: 5,
+            ..TelemetryConfig::default()
+        };
         assert_eq!(c.validate().unwrap_err().0, "telemetry.max_points");
         let c: TelemetryConfig =
             toml::from_str("retention_raw = \"6h\"\nretention_1h = \"400days\"").unwrap();

@@ -421,7 +421,8 @@ async fn the_maintenance_task_rolls_up_in_the_server_without_changing_answers() 
     let q = format!("/api/v1/devices/pi-9/telemetry?metric=cpu_temp_c&{range}&resolution=1m");
     // First half, rolled up by the task; then the second half arrives late.
     let all = points(start, 120, 40.0);
-    let (even, odd): (Vec<(usize, Point)>, Vec<(usize, Point)>) = all
+    type Indexed = Vec<(usize, Point)>;
+    let (even, odd): (Indexed, Indexed) = all
         .iter()
         .cloned()
         .enumerate()
