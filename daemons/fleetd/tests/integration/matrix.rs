@@ -59,6 +59,9 @@ const EXPECTED: &[(&str, &str, Who)] = &[
     ("GET", "/api/v1/events", Who::Viewer),
 ];
 
+/// How a test principal authenticates: its kind and role (`None`: no token).
+type Kind = Option<(PrincipalKind, Option<Role>)>;
+
 const DEVICE_SCOPED: [Action; 3] = [Action::ReadTwin, Action::DeviceSync, Action::WriteTelemetry];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,7 +85,7 @@ async fn every_route_answers_each_principal_as_the_matrix_says() {
             .find(|(m, p, _)| *m == method && *p == route.path)
             .map(|e| e.2);
         // Routes of the telemetry and twin modules: the declared rule of the table.
-        let allowed = |kind: Option<(PrincipalKind, Option<Role>)>| -> bool {
+        let allowed = |kind: Kind| -> bool {
             match (explicit, route.access, kind) {
                 (Some(Who::Public), _, _) | (None, Access::Public, _) => true,
                 (_, _, None) => false,
@@ -103,7 +106,7 @@ async fn every_route_answers_each_principal_as_the_matrix_says() {
                 _ => false,
             }
         };
-        let principals: [(&str, Option<&str>, Option<(PrincipalKind, Option<Role>)>); 5] = [
+        let principals: [(&str, Option<&str>, Kind); 5] = [
             ("no token", None, None),
             ("device", Some(&device), Some((PrincipalKind::Device, None))),
             (
