@@ -268,9 +268,7 @@ pub mod forever_or_duration {
     }
 
     /// Reads `"forever"` or a humane duration (`"365days"`).
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<Option<Duration>, D::Error> {
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
         let s = String::deserialize(d)?;
         if s == "forever" {
             return Ok(None);
