@@ -23,6 +23,7 @@ pub mod board;
 mod error;
 pub mod events;
 pub mod fleet;
+pub mod layered;
 pub mod model;
 pub mod policy;
 pub mod time;

@@ -7,7 +7,6 @@
 //! config is logged and the running one kept (see [`crate::run`]).
 
 use std::collections::{BTreeMap, HashSet};
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -24,8 +23,14 @@ use crate::auth::TokenConfig;
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/wrale/metald.toml";
 /// Prefix of environment overrides (`WRALE_SAMPLING__INTERVAL=2s`).
 pub const ENV_PREFIX: &str = "WRALE_";
-/// Environment variables with the prefix that are flags, not config keys.
-const ENV_FLAGS: &[&str] = &["WRALE_CONFIG"];
+/// How the environment maps to keys; `hal.backend` selects the `[hal]` variant.
+const ENV_SCHEME: EnvScheme = EnvScheme {
+    prefixes: &[ENV_PREFIX],
+    // `WRALE_CONFIG` is the `--config` flag, not a key.
+    ignore: &["WRALE_CONFIG"],
+    usage: "expected WRALE_<SECTION>__<KEY> (`__` between levels, e.g. WRALE_SAMPLING__INTERVAL)",
+    selectors: &[&["hal", "backend"]],
+};
 
 /// The whole configuration.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -390,80 +395,8 @@ pub struct LogConfig {
     pub format: LogFormat,
 }
 
-/// Where a config value came from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Origin {
-    /// The built-in default.
-    Default,
-    /// The config file.
-    File(PathBuf),
-    /// An environment variable.
-    Env(String),
-    /// A command-line flag.
-    Flag(&'static str),
-}
-
-impl fmt::Display for Origin {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Origin::Default => f.write_str("the built-in default"),
-            Origin::File(p) => write!(f, "{}", p.display()),
-            Origin::Env(v) => write!(f, "environment variable {v}"),
-            Origin::Flag(name) => write!(f, "flag {name}"),
-        }
-    }
-}
-
-/// A config that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// The file could not be read.
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file is not valid TOML, or a value has the wrong type (the message gives
-    /// line, column and key).
-    #[error("config file {path}: {message}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// toml's message, with line and column.
-        message: String,
-    },
-    /// A key has an unusable value.
-    #[error("invalid config key `{key}` (from {origin}): {message}")]
-    Invalid {
-        /// Dotted key path (`sampling.interval`, `workloads[0].name`).
-        key: String,
-        /// Where the value came from.
-        origin: Origin,
-        /// What is wrong.
-        message: String,
-    },
-    /// An environment variable does not map to a key.
-    #[error("environment variable {var}: {message}")]
-    Env {
-        /// The variable.
-        var: String,
-        /// What is wrong.
-        message: String,
-    },
-}
-
-impl ConfigError {
-    /// The dotted key the error is about, where there is one.
-    pub fn key(&self) -> Option<&str> {
-        match self {
-            ConfigError::Invalid { key, .. } => Some(key),
-            _ => None,
-        }
-    }
-}
+pub use wrale_core::layered::{ConfigError, Origin};
+use wrale_core::layered::{EnvScheme, FlagValue, Sources};
 
 /// Values given as command-line flags (each maps to one key).
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -483,7 +416,7 @@ pub struct FlagOverrides {
 }
 
 impl FlagOverrides {
-    fn entries(&self) -> Vec<(&'static str, Vec<&'static str>, toml::Value)> {
+    fn entries(&self) -> Vec<FlagValue> {
         let s = |v: &str| toml::Value::String(v.to_owned());
         let p = |v: &Path| toml::Value::String(v.to_string_lossy().into_owned());
         let mut out = Vec::new();
@@ -569,154 +502,32 @@ impl Loader {
 
     /// Reads every layer, merges, deserializes and validates.
     pub fn load(&self) -> Result<Config, ConfigError> {
-        let mut origins: Vec<(Vec<String>, Origin)> = Vec::new();
-        let mut table = toml::Table::new();
-        if let Some(path) = &self.path {
-            match std::fs::read_to_string(path) {
-                Ok(text) => {
-                    table = parse_file(path, &text)?;
-                    origins.push((Vec::new(), Origin::File(path.clone())));
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.path_required => {}
+        let text = match &self.path {
+            Some(path) => match std::fs::read_to_string(path) {
+                Ok(text) => Some(text),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound && !self.path_required => None,
                 Err(source) => {
                     return Err(ConfigError::Read {
                         path: path.clone(),
                         source,
                     });
                 }
-            }
-        }
-        for (var, raw) in &self.env {
-            if ENV_FLAGS.contains(&var.as_str()) {
-                continue;
-            }
-            let rest = &var[ENV_PREFIX.len()..];
-            let keys: Vec<String> = rest.split("__").map(|k| k.to_ascii_lowercase()).collect();
-            if !rest.contains("__") || keys.iter().any(|k| k.is_empty()) {
-                return Err(ConfigError::Env {
-                    var: var.clone(),
-                    message: "expected WRALE_<SECTION>__<KEY> (`__` between levels, e.g. WRALE_SAMPLING__INTERVAL)".into(),
-                });
-            }
-            let keys_ref: Vec<&str> = keys.iter().map(String::as_str).collect();
-            set_path(&mut table, &keys_ref, env_value(raw));
-            origins.push((keys, Origin::Env(var.clone())));
-        }
-        for (flag, keys, value) in self.flags.entries() {
-            set_path(&mut table, &keys, value);
-            origins.push((
-                keys.iter().map(|k| (*k).to_owned()).collect(),
-                Origin::Flag(flag),
-            ));
-        }
-        let origin_of = |key: &str| origin_for(&origins, key);
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                let key = e.path().to_string();
-                ConfigError::Invalid {
-                    origin: origin_of(&key),
-                    message: e.into_inner().to_string(),
-                    key,
-                }
-            })?;
-        config
-            .validate()
-            .map_err(|(key, message)| ConfigError::Invalid {
-                origin: origin_of(&key),
-                key,
-                message,
-            })?;
-        Ok(config)
-    }
-}
-
-/// Parses the file as a table; on a type error, re-parses it as a [`Config`] so the
-/// error carries the file's line and column.
-fn parse_file(path: &Path, text: &str) -> Result<toml::Table, ConfigError> {
-    let file_err = |message: String| ConfigError::File {
-        path: path.to_owned(),
-        message: message.trim_end().to_owned(),
-    };
-    let table: toml::Table = toml::from_str(text).map_err(|e| file_err(e.to_string()))?;
-    toml::from_str::<Config>(text).map_err(|e| file_err(e.to_string()))?;
-    Ok(table)
-}
-
-/// An environment value is a TOML value if it parses as one (`8`, `true`,
-/// `["a", "b"]`, `"quoted"`), else a plain string (`2s`, `0.0.0.0:8700`, `sim`).
-fn env_value(raw: &str) -> toml::Value {
-    let doc = format!("v = {raw}");
-    match toml::from_str::<toml::Table>(&doc) {
-        Ok(mut t) => t
-            .remove("v")
-            .unwrap_or_else(|| toml::Value::String(raw.to_owned())),
-        Err(_) => toml::Value::String(raw.to_owned()),
-    }
-}
-
-/// Sets `keys` in `table`, creating intermediate tables. Choosing a different HAL
-/// backend drops the lower layers' keys of the old backend.
-fn set_path(table: &mut toml::Table, keys: &[&str], value: toml::Value) {
-    let Some((last, parents)) = keys.split_last() else {
-        return;
-    };
-    let mut cur = table;
-    for k in parents {
-        let entry = cur
-            .entry((*k).to_owned())
-            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
-        if !entry.is_table() {
-            *entry = toml::Value::Table(toml::Table::new());
-        }
-        let toml::Value::Table(t) = entry else {
-            return;
+            },
+            None => None,
         };
-        cur = t;
+        let sources = Sources {
+            file: self.path.as_deref().zip(text.as_deref()),
+            env: &self.env,
+            flags: &self.flags.entries(),
+        };
+        wrale_core::layered::load(&sources, &ENV_SCHEME, Config::validate)
     }
-    if keys == ["hal", "backend"] && cur.get("backend") != Some(&value) {
-        cur.clear();
-    }
-    cur.insert((*last).to_owned(), value);
-}
-
-/// The origin of the most specific layer that set `key` (or one of its parents).
-fn origin_for(origins: &[(Vec<String>, Origin)], key: &str) -> Origin {
-    let parts: Vec<&str> = key
-        .split(['.', '['])
-        .map(|p| p.trim_end_matches(']'))
-        .filter(|p| !p.is_empty())
-        .collect();
-    let mut best: Option<(usize, &Origin)> = None;
-    for (path, origin) in origins {
-        let is_prefix = path.len() <= parts.len() && path.iter().zip(&parts).all(|(a, b)| a == b);
-        if is_prefix && best.is_none_or(|(len, _)| path.len() >= len) {
-            best = Some((path.len(), origin));
-        }
-    }
-    best.map(|(_, o)| o.clone()).unwrap_or(Origin::Default)
 }
 
 impl Config {
     /// Parses a TOML document on its own (no environment, no flags), validated.
     pub fn from_toml_str(text: &str) -> Result<Config, ConfigError> {
-        let path = PathBuf::from("<string>");
-        let table = parse_file(&path, text)?;
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                ConfigError::Invalid {
-                    key: e.path().to_string(),
-                    origin: Origin::File(path.clone()),
-                    message: e.into_inner().to_string(),
-                }
-            })?;
-        config
-            .validate()
-            .map_err(|(key, message)| ConfigError::Invalid {
-                key,
-                origin: Origin::File(path),
-                message,
-            })?;
-        Ok(config)
+        wrale_core::layered::from_toml_str(text, Config::validate)
     }
 
     /// Checks what serde cannot: ranges, uniqueness, files that must exist.
