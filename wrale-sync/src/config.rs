@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 use wrale_core::BoardProfile;
-use wrale_core::model::Level;
+use wrale_core::model::{Command, FanProfileName, Level};
 use wrale_core::units::{Celsius, Percent};
 
 use crate::error::{Error, Result};
@@ -463,6 +463,77 @@ impl PartialConfig {
     }
 }
 
+impl DesiredConfig {
+    /// The fan profile this config names, parsed; `fan.unknown_profile` when the
+    /// device's engine does not run one of that name.
+    pub fn fan_profile_name(&self) -> Result<Option<FanProfileName>, Rejection> {
+        let Some(name) = &self.fan_profile else {
+            return Ok(None);
+        };
+        FanProfileName::ALL
+            .into_iter()
+            .find(|p| p.as_str() == name)
+            .map(Some)
+            .ok_or_else(|| {
+                Rejection::new(
+                    "fan.unknown_profile",
+                    format!(
+                        "fan profile {name:?} is not one the device can run \
+                         (known: quiet, balance, cool, max)"
+                    ),
+                )
+            })
+    }
+
+    /// The commands that put this config's outputs in force on a device where
+    /// `last` is in force (`None`: nothing yet): the fan profile if it changed,
+    /// then each GPIO output whose level changed. Thresholds and duty limits are
+    /// not commands; they reach the engine as a policy layer.
+    pub fn commands_since(&self, last: Option<&DesiredConfig>) -> Result<Vec<Command>, Rejection> {
+        let mut out = Vec::new();
+        if let Some(profile) = self.fan_profile_name()? {
+            if last.and_then(|l| l.fan_profile.as_ref()) != self.fan_profile.as_ref() {
+                out.push(Command::SetFanProfile { profile });
+            }
+        }
+        for (&pin, &level) in &self.gpio_outputs {
+            if last.and_then(|l| l.gpio_outputs.get(&pin)) != Some(&level) {
+                out.push(Command::SetGpio { pin, level });
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// The configured workloads a device runs under the raw `desired` fields: every
+/// one of `configured` except those switched off (`workload.<name> = false`); a
+/// workload without a key runs as configured. A workload switched on that is not
+/// configured is refused (`workload.unknown`).
+pub fn workloads_to_run<'a>(
+    fields: &BTreeMap<String, FieldValue>,
+    configured: impl IntoIterator<Item = &'a str> + Clone,
+) -> Result<Vec<&'a str>, Rejection> {
+    let mut wanted: BTreeMap<&str, bool> = BTreeMap::new();
+    for (k, v) in fields {
+        if let Some(name) = k.strip_prefix(P_WORKLOAD) {
+            wanted.insert(name, *v == FieldValue::Bool(true));
+        }
+    }
+    if let Some((name, _)) = wanted
+        .iter()
+        .find(|(n, on)| **on && !configured.clone().into_iter().any(|c| c == **n))
+    {
+        return Err(Rejection::new(
+            "workload.unknown",
+            format!("workload {name:?} is not configured on this device ([[workloads]])"),
+        ));
+    }
+    Ok(configured
+        .into_iter()
+        .filter(|c| wanted.get(c) != Some(&false))
+        .collect())
+}
+
 /// `desired` fields after applying `writes` (from [`LayeredConfig::changes_since`]),
 /// with `config_version` bumped: what a device's twin will hold, to validate
 /// before anything is written.
@@ -493,6 +564,63 @@ pub fn apply_changes(
 mod tests {
     use super::*;
     use wrale_core::BoardModel;
+
+    #[test]
+    fn commands_since_name_only_what_changed() {
+        let mut cfg = DesiredConfig {
+            fan_profile: Some("cool".into()),
+            gpio_outputs: [(17, Level::High), (27, Level::Low)].into(),
+            ..DesiredConfig::default()
+        };
+        let all = cfg.commands_since(None).unwrap();
+        assert_eq!(
+            all,
+            vec![
+                Command::SetFanProfile {
+                    profile: FanProfileName::Cool
+                },
+                Command::SetGpio {
+                    pin: 17,
+                    level: Level::High
+                },
+                Command::SetGpio {
+                    pin: 27,
+                    level: Level::Low
+                },
+            ]
+        );
+        let last = cfg.clone();
+        cfg.gpio_outputs.insert(27, Level::High);
+        assert_eq!(
+            cfg.commands_since(Some(&last)).unwrap(),
+            vec![Command::SetGpio {
+                pin: 27,
+                level: Level::High
+            }]
+        );
+        assert!(last.commands_since(Some(&last)).unwrap().is_empty());
+        cfg.fan_profile = Some("turbo".into());
+        let r = cfg.commands_since(Some(&last)).unwrap_err();
+        assert_eq!(r.rule, "fan.unknown_profile");
+        assert!(r.reason.contains("turbo"), "{}", r.reason);
+    }
+
+    #[test]
+    fn workloads_to_run_follow_switches_and_refuse_unknown_ones() {
+        let fields: BTreeMap<String, FieldValue> = [
+            ("workload.cam".to_owned(), FieldValue::Bool(false)),
+            ("workload.log".to_owned(), FieldValue::Bool(true)),
+        ]
+        .into();
+        let configured = ["cam", "log", "web"];
+        assert_eq!(
+            workloads_to_run(&fields, configured.iter().copied()).unwrap(),
+            vec!["log", "web"]
+        );
+        let r = workloads_to_run(&fields, ["cam", "web"].iter().copied()).unwrap_err();
+        assert_eq!(r.rule, "workload.unknown");
+        assert!(r.reason.contains("\"log\""), "{}", r.reason);
+    }
 
     fn sample() -> DesiredConfig {
         DesiredConfig {

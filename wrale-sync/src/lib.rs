@@ -56,7 +56,7 @@ pub use command::{
 };
 pub use config::{
     BoardFloorValidator, ConfigValidator, CurvePoint, DesiredConfig, FLEET_LAYER, LayeredConfig,
-    PartialConfig, Rejection, apply_changes, effective_config,
+    PartialConfig, Rejection, apply_changes, effective_config, workloads_to_run,
 };
 pub use envelope::{
     Envelope, EnvelopeError, FrameKind, decode_telemetry, decode_telemetry_ack, encode_telemetry,

@@ -12,7 +12,7 @@
 //! the verdict.
 
 use wrale_core::board::BoardProfile;
-use wrale_core::model::{Actor, Command, CommandRequest, FanProfileName};
+use wrale_core::model::{Actor, Command, CommandRequest};
 use wrale_core::policy::{BoardFloor, PolicyLayer, PolicySet, Scope};
 use wrale_core::{Timestamp, policy::SafetyState};
 
@@ -50,21 +50,7 @@ impl PolicyValidator {
         layer.thermal.throttle_c = cfg.throttle;
         layer.thermal.critical_c = cfg.critical;
         layer.fan.min_duty_pct = cfg.min_fan_duty;
-        if let Some(name) = &cfg.fan_profile {
-            let profile = FanProfileName::ALL
-                .into_iter()
-                .find(|p| p.as_str() == name)
-                .ok_or_else(|| {
-                    Rejection::new(
-                        "fan.unknown_profile",
-                        format!(
-                            "fan profile {name:?} is not one the device can run \
-                             (known: quiet, balance, cool, max)"
-                        ),
-                    )
-                })?;
-            layer.fan.default_profile = Some(profile);
-        }
+        layer.fan.default_profile = cfg.fan_profile_name()?;
         Ok(layer)
     }
 

@@ -29,7 +29,7 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use wrale_core::Timestamp;
 use wrale_core::board::BoardProfile;
-use wrale_core::model::{Actor, Command, CommandRequest, DeviceInfo, FanProfileName};
+use wrale_core::model::{Actor, Command, CommandRequest, DeviceInfo};
 use wrale_core::policy::PolicyLayer;
 use wrale_sync::agent::WsConnector;
 use wrale_sync::{
@@ -640,22 +640,9 @@ impl Applier {
             .set_policy(policy)
             .await
             .map_err(|e| Rejection::new("engine_unavailable", e.message().to_owned()))?;
-        // The running fan profile changes only through a command.
-        if let Some(name) = &cfg.fan_profile {
-            if last.and_then(|l| l.fan_profile.as_ref()) != Some(name) {
-                let profile = FanProfileName::ALL
-                    .into_iter()
-                    .find(|p| p.as_str() == name)
-                    .ok_or_else(|| {
-                        Rejection::new("fan.unknown_profile", format!("fan profile {name:?}"))
-                    })?;
-                self.execute(Command::SetFanProfile { profile }).await?;
-            }
-        }
-        for (&pin, &level) in &cfg.gpio_outputs {
-            if last.and_then(|l| l.gpio_outputs.get(&pin)) != Some(&level) {
-                self.execute(Command::SetGpio { pin, level }).await?;
-            }
+        // The running fan profile and GPIO outputs change only through commands.
+        for command in cfg.commands_since(last)? {
+            self.execute(command).await?;
         }
         self.apply_workloads().await
     }
@@ -680,25 +667,14 @@ impl Applier {
             .with_twin(|t| t.fields(wrale_sync::Section::Desired))
             .map_err(|e| Rejection::new("invalid_field", e.to_string()))?;
         let config = self.app.config();
-        let mut wanted: BTreeMap<&str, bool> = BTreeMap::new();
-        for (k, v) in &fields {
-            if let Some(name) = k.strip_prefix("workload.") {
-                wanted.insert(name, *v == FieldValue::Bool(true));
-            }
-        }
-        if let Some((name, _)) = wanted
-            .iter()
-            .find(|(n, on)| **on && !config.workloads.iter().any(|w| w.name == **n))
-        {
-            return Err(Rejection::new(
-                "workload.unknown",
-                format!("workload {name:?} is not configured on this device ([[workloads]])"),
-            ));
-        }
+        let run = wrale_sync::workloads_to_run(
+            &fields,
+            config.workloads.iter().map(|w| w.name.as_str()),
+        )?;
         let specs: Vec<_> = config
             .workloads
             .iter()
-            .filter(|w| wanted.get(w.name.as_str()) != Some(&false))
+            .filter(|w| run.contains(&w.name.as_str()))
             .cloned()
             .collect();
         self.workloads.apply(&specs).await;
