@@ -83,13 +83,7 @@ pub async fn list_alerts(
                 f.severity = Some(parse_enum::<Severity>(&k, &v, "info, warning, critical")?)
             }
             "limit" => {
-                f.limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid_query("limit", "limit: must be between 1 and 1000")
-                    })?;
+                f.limit = super::page_limit(&v)?;
             }
             "before" => {
                 f.before = Some(v.parse().map_err(|_| {

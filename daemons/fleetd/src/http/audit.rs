@@ -44,13 +44,7 @@ pub async fn query_audit(State(s): State<AppState>, uri: Uri) -> Result<Json<Val
             "since" => f.since = Some(time(&k, &v)?),
             "until" => f.until = Some(time(&k, &v)?),
             "limit" => {
-                f.limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid_query("limit", "limit: must be between 1 and 1000")
-                    })?;
+                f.limit = super::page_limit(&v)?;
             }
             "before" => {
                 f.before = Some(v.parse().map_err(|_| {

@@ -299,6 +299,16 @@ pub async fn ready(
     Ok(Json(json!({ "status": "ready" })))
 }
 
+/// The `limit` query parameter of the paged lists (`/alerts`, `/audit`, twin
+/// history): 1 to 1000.
+pub fn page_limit(value: &str) -> Result<usize, ApiError> {
+    value
+        .parse()
+        .ok()
+        .filter(|n| (1..=1000).contains(n))
+        .ok_or_else(|| ApiError::invalid_query("limit", "limit: must be between 1 and 1000"))
+}
+
 /// Query-string pairs in order (repeated keys kept), percent-decoded.
 pub fn query_pairs(query: Option<&str>) -> Vec<(String, String)> {
     let Some(q) = query else {

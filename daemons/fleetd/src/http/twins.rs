@@ -286,13 +286,7 @@ pub async fn get_history(
     for (k, v) in query_pairs(uri.query()) {
         match k.as_str() {
             "limit" => {
-                limit = v
-                    .parse()
-                    .ok()
-                    .filter(|n| (1..=1000).contains(n))
-                    .ok_or_else(|| {
-                        ApiError::invalid_query("limit", "limit: must be between 1 and 1000")
-                    })?;
+                limit = super::page_limit(&v)?;
             }
             other => {
                 return Err(ApiError::invalid_query(
