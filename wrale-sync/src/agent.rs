@@ -650,12 +650,7 @@ impl Agent {
 
     /// Frames the session wants to send now.
     fn outgoing(&self, session: &mut SyncSession) -> Vec<Vec<u8>> {
-        let mut twin = lock(&self.twin);
-        let mut out = Vec::new();
-        while let Some(f) = session.generate(&mut twin) {
-            out.push(f);
-        }
-        out
+        session.generate_round(&mut lock(&self.twin))
     }
 
     async fn flush(

@@ -975,12 +975,7 @@ impl Run<'_> {
         let Some(s) = self.session.as_mut() else {
             return Vec::new();
         };
-        let mut twin = lock(&self.entry.twin);
-        let mut out = Vec::new();
-        while let Some(f) = s.generate(&mut twin) {
-            out.push(f);
-        }
-        out
+        s.generate_round(&mut lock(&self.entry.twin))
     }
 
     async fn send(

@@ -122,6 +122,25 @@ impl SyncSession {
         }
     }
 
+    /// Every frame to send now: pending epoch frames, then at most one sync
+    /// message. One sync message per round trip is the protocol; asking automerge
+    /// again before the peer answered can keep producing messages (a peer that
+    /// needs changes we do not have), so the round stops after the first.
+    pub fn generate_round(&mut self, twin: &mut Twin) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            let epoch_frame = self.send_snapshot || self.request_epoch;
+            match self.generate(twin) {
+                Some(f) => out.push(f),
+                None => break,
+            }
+            if !epoch_frame {
+                break;
+            }
+        }
+        out
+    }
+
     /// The next frame to send, or `None` when the peer has everything we know of.
     pub fn generate(&mut self, twin: &mut Twin) -> Option<Vec<u8>> {
         self.follow_epoch(twin);

@@ -53,7 +53,7 @@ pub fn sync_pair(
         let mut any = false;
         let mut leg = |x: &mut Twin, sx: &mut SyncSession, y: &mut Twin, sy: &mut SyncSession| {
             let mut sent = false;
-            while let Some(f) = sx.generate(x) {
+            for f in sx.generate_round(x) {
                 msgs += 1;
                 bytes += f.len();
                 sy.receive(y, &f, now).expect("valid frame");

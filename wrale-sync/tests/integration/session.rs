@@ -87,3 +87,56 @@ fn bad_frames_are_named_and_never_touch_the_twin() {
         Err(Error::Decode { .. })
     ));
 }
+
+/// A device that lost its data (a fresh twin, new actor, no saved state) meets a
+/// brain that kept the sync state of its former self. Each round sends at most one
+/// sync message per side, and the two converge in a few rounds. (Asking automerge
+/// for messages in a loop before the peer answered never ended in this situation.)
+#[test]
+fn a_device_that_lost_its_data_resyncs_one_message_per_round() {
+    let mut f = Twin::new(&info(), fleet(), t(0)).unwrap();
+    let mut d = Twin::new(&info(), dev(), t(0)).unwrap();
+    for i in 0..200 {
+        d.report(
+            &ReportedUpdate::default().reading("cpu_temp_c", (i % 40) as f64),
+            t(i * 1000),
+        )
+        .unwrap();
+    }
+    let mut sf = SyncSession::new(&f, "device");
+    let mut sd = SyncSession::new(&d, "brain");
+    sync_pair(&mut f, &mut sf, &mut d, &mut sd, t(0));
+    assert_eq!(f.heads(), d.heads());
+    let saved_f = sf.saved_state();
+
+    let mut fresh = Twin::new(&info(), dev(), t(500_000)).unwrap();
+    let mut sf = SyncSession::with_saved_state(&f, "device", &saved_f).unwrap();
+    let mut sn = SyncSession::new(&fresh, "brain");
+    let mut converged = false;
+    for _ in 0..30 {
+        let from_f = sf.generate_round(&mut f);
+        let from_n = sn.generate_round(&mut fresh);
+        assert!(
+            from_f.len() <= 3 && from_n.len() <= 3,
+            "{} / {}",
+            from_f.len(),
+            from_n.len()
+        );
+        let idle = from_f.is_empty() && from_n.is_empty();
+        for fr in &from_f {
+            sn.receive(&mut fresh, fr, t(1)).expect("valid frame");
+        }
+        for fr in &from_n {
+            sf.receive(&mut f, fr, t(1)).expect("valid frame");
+        }
+        if idle && f.heads() == fresh.heads() {
+            converged = true;
+            break;
+        }
+    }
+    assert!(converged, "the fresh device and the brain did not converge");
+    assert_eq!(
+        fresh.reported().unwrap().cpu_temp(),
+        f.reported().unwrap().cpu_temp()
+    );
+}

@@ -125,9 +125,6 @@ fn device_desired(d: &Device, key: &str) -> Option<Value> {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "known bug: after the fleetd restart near the end, the in-process agent spins in \
-            SyncSession::generate (automerge missing_deps_from) and grows without bound; \
-            everything before the restart passed; see the session note"]
 async fn config_layers_reach_devices_unsafe_ones_are_refused_and_everything_survives_a_restart() {
     let f = Fleet::start().await;
     f.post("/api/v1/groups", f.admin(), json!({"id": "lab"}))
