@@ -280,6 +280,40 @@ pub fn effective_token_role(token: Role, creator_now: Role) -> Role {
     token.min(creator_now)
 }
 
+/// Whether the fleet keeps an admin when user `name` gets `new_role` (`None`: the
+/// user is deleted). `users` are every user's name and current role. Refused with
+/// [`LastAdmin`] when `name` is the only admin and would stop being one.
+pub fn keeps_an_admin<'a>(
+    users: impl IntoIterator<Item = (&'a str, Role)>,
+    name: &str,
+    new_role: Option<Role>,
+) -> Result<(), LastAdmin> {
+    if new_role == Some(Role::Admin) {
+        return Ok(());
+    }
+    let mut is_admin = false;
+    let mut others = 0usize;
+    for (n, r) in users {
+        if r == Role::Admin {
+            if n == name {
+                is_admin = true;
+            } else {
+                others += 1;
+            }
+        }
+    }
+    if is_admin && others == 0 {
+        Err(LastAdmin)
+    } else {
+        Ok(())
+    }
+}
+
+/// The change would leave the fleet without an admin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("this is the last admin: create another admin first")]
+pub struct LastAdmin;
+
 /// An enrollment token's state as the rules need it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollmentGrant {
@@ -343,6 +377,24 @@ pub fn is_self(principal: &DeviceId, target: &DeviceId) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_admin_can_be_neither_demoted_nor_deleted() {
+        let users = [("ann", Role::Admin), ("bob", Role::Operator)];
+        let it = || users.iter().map(|(n, r)| (*n, *r));
+        assert_eq!(keeps_an_admin(it(), "ann", None), Err(LastAdmin));
+        assert_eq!(
+            keeps_an_admin(it(), "ann", Some(Role::Viewer)),
+            Err(LastAdmin)
+        );
+        assert_eq!(keeps_an_admin(it(), "ann", Some(Role::Admin)), Ok(()));
+        assert_eq!(keeps_an_admin(it(), "bob", None), Ok(()));
+        let two = [("ann", Role::Admin), ("cy", Role::Admin)];
+        assert_eq!(
+            keeps_an_admin(two.iter().map(|(n, r)| (*n, *r)), "ann", None),
+            Ok(())
+        );
+    }
     use proptest::prelude::*;
 
     const ACTIONS: [Action; 18] = [

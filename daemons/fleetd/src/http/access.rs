@@ -9,7 +9,7 @@ use axum::http::{Method, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
-use wrale_core::fleet::access::{Action, PrincipalKind, Role, token_role};
+use wrale_core::fleet::access::{Action, PrincipalKind, Role, keeps_an_admin, token_role};
 use wrale_core::model::Location;
 use wrale_core::{BoardModel, DeviceId, GroupId};
 
@@ -376,12 +376,15 @@ pub struct UserPatch {
     pub role: Option<Role>,
 }
 
-async fn admins_left_without(s: &AppState, name: &str) -> Result<usize, ApiError> {
+/// Refuses (409) a change that would leave the fleet without an admin.
+async fn keep_an_admin(s: &AppState, name: &str, new_role: Option<Role>) -> Result<(), ApiError> {
     let users = s.store(|st| st.list_users()).await?;
-    Ok(users
-        .iter()
-        .filter(|u| u.role == Role::Admin && u.name != name)
-        .count())
+    keeps_an_admin(
+        users.iter().map(|u| (u.name.as_str(), u.role)),
+        name,
+        new_role,
+    )
+    .map_err(|e| ApiError::conflict(e.to_string()))
 }
 
 /// `PATCH /api/v1/users/{name}`: role and/or password.
@@ -394,14 +397,9 @@ pub async fn patch_user(
     Path(name): Path<String>,
     ApiJson(req): ApiJson<UserPatch>,
 ) -> Result<Json<User>, ApiError> {
-    let current = find_user(&s, name.clone()).await?;
-    if current.role == Role::Admin
-        && req.role.is_some_and(|r| r != Role::Admin)
-        && admins_left_without(&s, &name).await? == 0
-    {
-        return Err(ApiError::conflict(
-            "this is the last admin: create another admin first",
-        ));
+    find_user(&s, name.clone()).await?;
+    if let Some(role) = req.role {
+        keep_an_admin(&s, &name, Some(role)).await?;
     }
     let hash = match req.password {
         Some(pw) => {
@@ -435,12 +433,8 @@ pub async fn delete_user(
     p: Principal,
     Path(name): Path<String>,
 ) -> Result<StatusCode, ApiError> {
-    let current = find_user(&s, name.clone()).await?;
-    if current.role == Role::Admin && admins_left_without(&s, &name).await? == 0 {
-        return Err(ApiError::conflict(
-            "this is the last admin: create another admin first",
-        ));
-    }
+    find_user(&s, name.clone()).await?;
+    keep_an_admin(&s, &name, None).await?;
     let n = name.clone();
     s.store(move |st| st.delete_user(&n)).await?;
     s.audit_ok(

@@ -276,6 +276,19 @@ async fn users_are_validated_and_the_last_admin_is_kept() {
         "{}",
         last.body
     );
+    let demote = f
+        .patch(
+            "/api/v1/users/admin",
+            f.admin(),
+            json!({"role": "operator"}),
+        )
+        .await;
+    assert_eq!(
+        (demote.status, demote.code()),
+        (409, "conflict"),
+        "{}",
+        demote.body
+    );
     let users = f.get("/api/v1/users", f.admin()).await;
     assert_eq!(users.as_array().unwrap().len(), 2);
     assert!(!users.to_string().contains("argon2"), "{users}");
