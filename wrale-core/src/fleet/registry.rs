@@ -188,7 +188,7 @@ impl GroupTree {
                         parent: p.clone(),
                     });
                 }
-                if tree.ancestors(p).contains(group) || p == group {
+                if tree.is_within(p, group) {
                     return Err(TreeError::Cycle {
                         group: group.clone(),
                         parent: p.clone(),
@@ -229,6 +229,20 @@ impl GroupTree {
         out
     }
 
+    /// Whether `group` is `root` or lies below it (walks the parent links without
+    /// allocating; bounded by the number of groups like [`GroupTree::ancestors`]).
+    pub fn is_within(&self, group: &GroupId, root: &GroupId) -> bool {
+        let mut cur = Some(group);
+        for _ in 0..=self.parents.len() {
+            match cur {
+                Some(g) if g == root => return true,
+                Some(g) => cur = self.parent(g),
+                None => return false,
+            }
+        }
+        false
+    }
+
     /// Direct children, sorted.
     pub fn children(&self, id: &GroupId) -> Vec<GroupId> {
         self.parents
@@ -265,7 +279,7 @@ impl GroupTree {
                 parent: p.clone(),
             });
         }
-        if p == group || self.ancestors(p).contains(group) {
+        if self.is_within(p, group) {
             return Err(TreeError::Cycle {
                 group: group.clone(),
                 parent: p.clone(),
@@ -416,11 +430,10 @@ impl DeviceQuery {
             want.as_ref().is_none_or(|w| have.as_ref() == Some(w))
         };
         self.labels.iter().all(|(k, v)| d.labels.get(k) == Some(v))
-            && self.group.as_ref().is_none_or(|g| {
-                d.group
-                    .as_ref()
-                    .is_some_and(|dg| dg == g || tree.ancestors(dg).contains(g))
-            })
+            && self
+                .group
+                .as_ref()
+                .is_none_or(|g| d.group.as_ref().is_some_and(|dg| tree.is_within(dg, g)))
             && eq(&self.site, &d.location.site)
             && eq(&self.rack, &d.location.rack)
             && eq(&self.shelf, &d.location.shelf)
@@ -664,6 +677,9 @@ mod tests {
             [g("lab"), g("rack1"), g("shelf2")].into()
         );
         assert_eq!(t.ancestors(&g("shelf2")), vec![g("rack1"), g("lab")]);
+        assert!(t.is_within(&g("shelf2"), &g("lab")));
+        assert!(t.is_within(&g("lab"), &g("lab")));
+        assert!(!t.is_within(&g("lab"), &g("shelf2")));
         assert!(matches!(
             t.check_parent(&g("lab"), Some(&g("shelf2"))),
             Err(TreeError::Cycle { .. })

@@ -719,10 +719,7 @@ async fn change_layer(
         .filter(|d| !d.revoked)
         .filter(|d| match &scope {
             ConfigScope::Fleet => true,
-            ConfigScope::Group(g) => d
-                .group
-                .as_ref()
-                .is_some_and(|dg| dg == g || tree.ancestors(dg).contains(g)),
+            ConfigScope::Group(g) => d.group.as_ref().is_some_and(|dg| tree.is_within(dg, g)),
             ConfigScope::Device(id) => &d.id == id,
         })
         .collect();
