@@ -48,6 +48,8 @@ pub struct Config {
     pub hub: HubConfig,
     /// `[log]`: log output.
     pub log: LogConfig,
+    /// `[orchestrate]`: scheduler, optimizer and rollout driver (see [`crate::orchestrate`]).
+    pub orchestrate: crate::orchestrate::OrchestrateConfig,
 }
 
 /// `[api]`.
@@ -298,6 +300,7 @@ impl Config {
         }
         self.telemetry.validate()?;
         self.hub.validate()?;
+        self.orchestrate.validate()?;
         Ok(())
     }
 

@@ -70,6 +70,8 @@ impl Daemon {
         );
         crate::telemetry::start(&state);
         crate::twins::start(&state);
+        crate::orchestrate::open(&state, &config).context("opening the orchestration store")?;
+        crate::orchestrate::start(&state);
         let addr = listener.local_addr().context("listener address")?;
         state
             .audit(

@@ -27,6 +27,7 @@ mod daemon;
 pub mod error;
 pub mod http;
 pub mod logging;
+pub mod orchestrate;
 pub mod signals;
 pub mod state;
 pub mod store;

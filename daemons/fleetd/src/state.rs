@@ -157,6 +157,8 @@ pub struct AppState {
     pub hub: crate::twins::Hub,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
+    /// Workloads, placements, recommendations and rollouts (see [`crate::orchestrate`]).
+    pub orchestrate: crate::orchestrate::Orchestrator,
     config: Arc<RwLock<Arc<Config>>>,
 }
 
@@ -181,6 +183,7 @@ impl AppState {
             telemetry,
             hub,
             shutdown,
+            orchestrate: crate::orchestrate::Orchestrator::default(),
             config: Arc::new(RwLock::new(config)),
         }
     }

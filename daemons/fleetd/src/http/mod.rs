@@ -15,6 +15,7 @@ mod audit;
 mod devices;
 mod events;
 mod metrics;
+pub mod orchestrate;
 pub mod openapi;
 pub mod telemetry;
 pub mod twins;
@@ -137,6 +138,7 @@ pub fn api_routes() -> ApiRoutes {
         .merge(events::routes())
         .merge(telemetry::routes())
         .merge(twins::routes())
+        .merge(orchestrate::routes())
 }
 
 /// The API router over `state`.

@@ -7,6 +7,7 @@ mod bad_input;
 mod enroll;
 mod events;
 mod matrix;
+mod orchestrate;
 mod registry;
 mod restart;
 mod support;

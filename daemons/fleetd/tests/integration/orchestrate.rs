@@ -1,0 +1,505 @@
+//! Scheduler, optimizer and rollouts end to end: a real fleetd on 127.0.0.1:0,
+//! devices enrolled with enrollment tokens, telemetry POSTed with their own
+//! credentials, and (for rollouts) the real `wrale_sync::Agent` syncing each
+//! device's twin and reporting whether it applied the desired config.
+
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+use wrale_core::model::{DeviceInfo, Location};
+use wrale_core::{BoardModel, BoardProfile, DeviceId, Timestamp};
+use wrale_sync::telemetry::{Channel, Point, encode_batch};
+use wrale_sync::{
+    Agent, AgentConfig, AgentHandle, Author, MemoryStore, PolicyValidator, Section, Twin,
+    WsConnector,
+};
+
+use crate::support::Fleet;
+
+const CONFIG: &str = r#"
+[orchestrate]
+scheduler_interval = "200ms"
+rollout_tick = "100ms"
+analysis_window = "1h"
+"#;
+
+/// The real edge agent of one device (stops when dropped).
+struct Device {
+    handle: AgentHandle,
+    cancel: CancellationToken,
+}
+
+impl Drop for Device {
+    fn drop(&mut self) {
+        self.cancel.cancel();
+    }
+}
+
+fn agent(f: &Fleet, id: &str, credential: &str) -> Device {
+    let id = DeviceId::new(id).unwrap();
+    let info = DeviceInfo {
+        id: id.clone(),
+        model: BoardModel::Pi4B,
+        serial: None,
+        firmware_version: None,
+        agent_version: Some("test".into()),
+        labels: Default::default(),
+        location: Location::default(),
+        group: None,
+    };
+    let twin = Twin::new(
+        &info,
+        Author::device(&id),
+        Timestamp::from_secs(1_800_000_000),
+    )
+    .unwrap();
+    let url = f.ws_url(&format!("/api/v1/devices/{id}/sync"));
+    let (agent, handle) = Agent::new(
+        twin,
+        Box::new(MemoryStore::new()),
+        Box::new(WsConnector::new(url).with_token(credential)),
+        Box::new(PolicyValidator::new(&BoardProfile::builtin(
+            BoardModel::Pi4B,
+        ))),
+        AgentConfig {
+            resync_after: Duration::from_secs(1),
+            ..AgentConfig::default()
+        },
+    );
+    let cancel = CancellationToken::new();
+    let c = cancel.clone();
+    tokio::spawn(async move { agent.run(c).await });
+    Device { handle, cancel }
+}
+
+async fn eventually<T>(what: &str, secs: u64, mut f: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        if let Some(v) = f().await {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn now_ms() -> i64 {
+    Timestamp::from_system(std::time::SystemTime::now()).as_millis()
+}
+
+/// `n` points every 10 s ending at `end_ms`: CPU at `cpu` °C, ambient 25 °C,
+/// 4 W, 30 % load, throttle word `bits`.
+fn points(end_ms: i64, n: i64, cpu: f64, bits: u32) -> Vec<Point> {
+    (0..n)
+        .map(|i| {
+            let mut p = Point::new(Timestamp::from_millis(end_ms - (n - 1 - i) * 10_000));
+            p.set(Channel::CpuTempC, cpu)
+                .set(Channel::AmbientTempC, 25.0)
+                .set(Channel::PowerW, 4.0)
+                .set(Channel::CpuLoadPct, 30.0)
+                .set(Channel::ThrottleBits, f64::from(bits));
+            p
+        })
+        .collect()
+}
+
+async fn send(f: &Fleet, id: &str, cred: &str, pts: &[Point]) {
+    let r = f
+        .http
+        .post(f.url(&format!("/api/v1/devices/{id}/telemetry")))
+        .bearer_auth(cred)
+        .header("content-type", "application/octet-stream")
+        .body(encode_batch(id, pts))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "telemetry of {id}");
+}
+
+async fn desired(f: &Fleet, id: &str) -> Value {
+    f.get(&format!("/api/v1/devices/{id}/twin"), f.admin())
+        .await["desired"]
+        .clone()
+}
+
+/// The twin history of `id` without the device's own reports, newest first.
+async fn history(f: &Fleet, id: &str) -> Vec<Value> {
+    f.get(&format!("/api/v1/devices/{id}/history"), f.admin())
+        .await["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|v| !v["author"].as_str().unwrap().starts_with("device:"))
+        .cloned()
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn workload_goes_to_the_device_with_headroom_and_moves_off_when_it_heats() {
+    let f = Fleet::start_with(CONFIG).await;
+    let viewer = f.user_token("vera", "viewer").await;
+    let end = now_ms() - 200_000;
+    let mut creds = Vec::new();
+    for (id, rack, cpu) in [
+        ("pi-a", "r1", 40.0),
+        ("pi-b", "r2", 50.0),
+        ("pi-c", "r3", 70.0),
+    ] {
+        let cred = f.enroll(id, json!({"site": "lab", "rack": rack})).await;
+        send(&f, id, &cred, &points(end, 20, cpu, 0)).await;
+        creds.push(cred);
+    }
+    // A viewer may not declare workloads.
+    let body = json!({"name": "cam", "command": "cam.service", "cpu_pct": 20.0, "power_w": 2.0});
+    let r = f
+        .call(
+            "POST",
+            "/api/v1/workloads",
+            Some(&viewer),
+            Some(&body.to_string()),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (403, "forbidden"), "{}", r.body);
+    let bad = json!({"name": "Cam!", "cpu_pct": 20.0, "power_w": 2.0});
+    let r = f
+        .call(
+            "POST",
+            "/api/v1/workloads",
+            Some(f.admin()),
+            Some(&bad.to_string()),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "invalid_body"), "{}", r.body);
+    assert_eq!(r.body["error"]["field"], "name");
+
+    let created = f.post("/api/v1/workloads", f.admin(), body.clone()).await;
+    let d = &created["decisions"][0];
+    assert_eq!(d["action"]["kind"], "place", "{created}");
+    assert_eq!(d["action"]["device"], "pi-a", "{created}");
+    let r = f
+        .call(
+            "POST",
+            "/api/v1/workloads",
+            Some(f.admin()),
+            Some(&body.to_string()),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (409, "conflict"));
+
+    // The explanation: the chosen device first, pi-c rejected for headroom.
+    let pl = f.get("/api/v1/placements", &viewer).await;
+    let item = &pl["items"][0];
+    assert_eq!(item["device"], "pi-a", "{pl}");
+    let cands = item["decision"]["candidates"].as_array().unwrap();
+    assert_eq!(cands[0]["device"], "pi-a");
+    let c = cands.iter().find(|c| c["device"] == "pi-c").unwrap();
+    assert_eq!(c["feasible"], false, "{c}");
+    assert_eq!(c["reasons"][0]["code"], "headroom", "{c}");
+    assert!(item["decision"]["reason"].as_str().unwrap().len() > 10);
+
+    // Written into pi-a's desired state by the scheduler, with its author.
+    assert_eq!(desired(&f, "pi-a").await["workload.cam"], true);
+    assert!(desired(&f, "pi-b").await.get("workload.cam").is_none());
+    assert_eq!(
+        history(&f, "pi-a").await[0]["author"],
+        "fleet:fleetd/scheduler"
+    );
+
+    // pi-a heats up (its room did): 30 newer points at 78 °C at the same power.
+    send(
+        &f,
+        "pi-a",
+        &creds[0],
+        &points(now_ms() - 1_000, 30, 78.0, 0),
+    )
+    .await;
+    eventually("cam to move to pi-b", 20, async || {
+        let pl = f.get("/api/v1/placements", &viewer).await;
+        (pl["items"][0]["device"] == "pi-b").then_some(())
+    })
+    .await;
+    let pl = f.get("/api/v1/placements", &viewer).await;
+    let dec = &pl["items"][0]["decision"];
+    assert_eq!(dec["action"]["kind"], "move", "{dec}");
+    assert_eq!(dec["action"]["from"], "pi-a");
+    assert!(
+        dec["reason"].as_str().unwrap().contains("pi-a")
+            || dec["reason"].as_str().unwrap().contains("°C"),
+        "{dec}"
+    );
+    assert_eq!(desired(&f, "pi-a").await["workload.cam"], false);
+    assert_eq!(desired(&f, "pi-b").await["workload.cam"], true);
+
+    // Hysteresis: further passes change nothing.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let again = f.get("/api/v1/placements", &viewer).await;
+    assert_eq!(again["items"][0]["device"], "pi-b");
+    assert_eq!(again["items"][0]["since"], pl["items"][0]["since"]);
+
+    // Audited.
+    let audit = f.get("/api/v1/audit?action=workload.move", f.admin()).await;
+    assert_eq!(audit["items"][0]["actor"], "fleetd/scheduler", "{audit}");
+
+    // Recommendations are listed (each with an id and expected effect).
+    let recs = f.get("/api/v1/recommendations", &viewer).await;
+    assert!(recs["expected"]["peak_temp_before_c"].is_number(), "{recs}");
+    let r = f
+        .call(
+            "POST",
+            "/api/v1/recommendations/nope/accept",
+            Some(f.admin()),
+            None,
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (404, "not_found"));
+
+    // Deleting the workload stops it.
+    let r = f
+        .call("DELETE", "/api/v1/workloads/cam", Some(f.admin()), None)
+        .await;
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(desired(&f, "pi-b").await["workload.cam"], false);
+    assert_eq!(
+        f.get("/api/v1/placements", &viewer).await["items"],
+        json!([])
+    );
+}
+
+/// Enrolls `ids` (one rack each) with steady telemetry and live agents.
+async fn fleet_with_agents(f: &Fleet, ids: &[&str]) -> Vec<(String, Device)> {
+    let end = now_ms() - 1_000;
+    let mut out = Vec::new();
+    for (i, id) in ids.iter().enumerate() {
+        let cred = f
+            .enroll(id, json!({"site": "lab", "rack": format!("r{i}")}))
+            .await;
+        send(f, id, &cred, &points(end, 20, 50.0, 0)).await;
+        let dev = agent(f, id, &cred);
+        out.push((cred, dev));
+    }
+    for id in ids {
+        eventually(&format!("{id} online"), 15, async || {
+            (f.get(&format!("/api/v1/devices/{id}"), f.admin()).await["status"] == "online")
+                .then_some(())
+        })
+        .await;
+    }
+    out
+}
+
+fn agent_desired(d: &Device, key: &str) -> Option<Value> {
+    d.handle.with_twin(|t| {
+        t.fields(Section::Desired)
+            .unwrap()
+            .get(key)
+            .map(|v| serde_json::to_value(v).unwrap())
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rollout_that_makes_the_canary_throttle_stops_there_and_rolls_back() {
+    let f = Fleet::start_with(CONFIG).await;
+    let ids = ["pi-1", "pi-2", "pi-3", "pi-4"];
+    let devs = fleet_with_agents(&f, &ids).await;
+    let viewer = f.user_token("vera", "viewer").await;
+    let body = json!({
+        "id": "quiet-fans",
+        "change": {"fan_profile": "quiet"},
+        "devices": ids,
+        "canary": {"kind": "devices", "devices": ["pi-1"]},
+        "waves": {"kind": "by_size", "size": 3},
+        "soak": "3s",
+        "gates": {"apply_timeout": "20s"},
+        "auto_rollback": true,
+    });
+    let r = f
+        .call(
+            "POST",
+            "/api/v1/rollouts",
+            Some(&viewer),
+            Some(&body.to_string()),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (403, "forbidden"));
+    let ro = f.post("/api/v1/rollouts", f.admin(), body).await;
+    assert_eq!(ro["status"], "running", "{ro}");
+    assert_eq!(ro["waves"][0]["status"], "soaking", "{ro}");
+    assert_eq!(ro["progress"]["devices_changed"], 1);
+
+    // The canary applies the quiet profile, then starts throttling.
+    eventually("pi-1 to get the change", 15, async || {
+        (agent_desired(&devs[0].1, "fan_profile") == Some(json!("quiet"))).then_some(())
+    })
+    .await;
+    let t = now_ms();
+    let mut pts = points(t - 1_000, 1, 79.0, 0);
+    pts.extend(points(t, 1, 81.0, 0x4));
+    send(&f, "pi-1", &devs[0].0, &pts).await;
+
+    let done = eventually("the rollout to roll back", 20, async || {
+        let v = f.get("/api/v1/rollouts/quiet-fans", &viewer).await;
+        (v["status"] == "rolled_back").then_some(v)
+    })
+    .await;
+    assert_eq!(done["current_wave"], 0, "{done}");
+    assert_eq!(done["waves"][0]["status"], "failed");
+    assert_eq!(done["waves"][1]["status"], "pending");
+    assert_eq!(done["progress"]["devices_changed"], 1);
+    let gates: Vec<&str> = done["failures"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["gate"].as_str().unwrap())
+        .collect();
+    assert!(gates.contains(&"throttled"), "{done}");
+    assert_eq!(done["rolled_back"], json!(["pi-1"]));
+
+    // The twin's history shows the rollback as its own change; the profile is gone.
+    let h = history(&f, "pi-1").await;
+    assert_eq!(
+        h[0]["author"], "fleet:fleetd/rollout/quiet-fans/rollback",
+        "{h:?}"
+    );
+    assert!(
+        h.iter()
+            .any(|v| v["author"] == "fleet:fleetd/rollout/quiet-fans")
+    );
+    assert!(desired(&f, "pi-1").await.get("fan_profile").is_none());
+    for id in &ids[1..] {
+        assert!(desired(&f, id).await.get("fan_profile").is_none(), "{id}");
+    }
+    let audit = f
+        .get(
+            "/api/v1/audit?target=rollout:quiet-fans&action=rollout.paused",
+            f.admin(),
+        )
+        .await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit}");
+    // Nothing left to do with it.
+    let r = f
+        .call(
+            "POST",
+            "/api/v1/rollouts/quiet-fans/resume",
+            Some(f.admin()),
+            None,
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (409, "conflict"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_harmless_rollout_completes_every_wave() {
+    let f = Fleet::start_with(CONFIG).await;
+    let ids = ["pi-1", "pi-2", "pi-3", "pi-4"];
+    let devs = fleet_with_agents(&f, &ids).await;
+    let ro = f
+        .post(
+            "/api/v1/rollouts",
+            f.admin(),
+            json!({
+                "id": "warn-60",
+                "change": {"warn_c": 60},
+                "devices": ids,
+                "canary": {"kind": "percent", "percent": 25},
+                "waves": {"kind": "by_size", "size": 2},
+                "soak": "300ms",
+                "auto_rollback": true,
+            }),
+        )
+        .await;
+    assert_eq!(ro["waves"].as_array().unwrap().len(), 3, "{ro}");
+    let done = eventually("the rollout to complete", 30, async || {
+        let v = f.get("/api/v1/rollouts/warn-60", f.admin()).await;
+        assert_ne!(v["status"], "rolled_back", "{v}");
+        (v["status"] == "completed").then_some(v)
+    })
+    .await;
+    assert_eq!(done["progress"]["waves_passed"], 3, "{done}");
+    assert_eq!(done["progress"]["devices_changed"], 4);
+    for (i, id) in ids.iter().enumerate() {
+        assert_eq!(desired(&f, id).await["warn_c"].as_f64(), Some(60.0), "{id}");
+        let on_device = agent_desired(&devs[i].1, "warn_c").unwrap();
+        assert_eq!(on_device.as_f64(), Some(60.0), "{id}");
+    }
+    let list = f.get("/api/v1/rollouts?status=completed", f.admin()).await;
+    assert_eq!(list["items"][0]["id"], "warn-60");
+    let r = f
+        .call(
+            "GET",
+            "/api/v1/rollouts?status=sideways",
+            Some(f.admin()),
+            None,
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "invalid_query"));
+    let r = f
+        .call(
+            "POST",
+            "/api/v1/rollouts",
+            Some(f.admin()),
+            Some(&json!({"change": {"config_version": 3}, "devices": ["pi-1"], "canary": {"kind": "percent", "percent": 10}}).to_string()),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "invalid_body"), "{}", r.body);
+    let r = f
+        .call(
+            "POST",
+            "/api/v1/rollouts",
+            Some(f.admin()),
+            Some(&json!({"change": {"warn_c": 50}, "devices": ["pi-1", "pi-9"], "canary": {"kind": "percent", "percent": 10}}).to_string()),
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (400, "invalid_body"), "{}", r.body);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rollout_state_survives_a_restart() {
+    let f = Fleet::start_with(CONFIG).await;
+    let end = now_ms() - 1_000;
+    for (i, id) in ["pi-1", "pi-2"].iter().enumerate() {
+        let cred = f
+            .enroll(id, json!({"site": "lab", "rack": format!("r{i}")}))
+            .await;
+        send(&f, id, &cred, &points(end, 20, 50.0, 0)).await;
+    }
+    let ro = f
+        .post(
+            "/api/v1/rollouts",
+            f.admin(),
+            json!({
+                "id": "slow",
+                "change": {"fan_profile": "cool"},
+                "devices": ["pi-1", "pi-2"],
+                "canary": {"kind": "devices", "devices": ["pi-1"]},
+                "waves": {"kind": "by_size", "size": 1},
+                "soak": "1h",
+            }),
+        )
+        .await;
+    assert_eq!(ro["waves"][0]["status"], "soaking");
+    let f = f.restart().await;
+    let after = f.get("/api/v1/rollouts/slow", f.admin()).await;
+    assert_eq!(after["status"], "running");
+    assert_eq!(after["waves"], ro["waves"], "{after}");
+    assert_eq!(after["change"], json!({"fan_profile": "cool"}));
+    // Still driven after the restart: operations work and are kept.
+    let p = f
+        .post("/api/v1/rollouts/slow/pause", f.admin(), json!({}))
+        .await;
+    assert_eq!(p["status"], "paused");
+    let f = f.restart().await;
+    assert_eq!(
+        f.get("/api/v1/rollouts/slow", f.admin()).await["status"],
+        "paused"
+    );
+    let rb = f
+        .post("/api/v1/rollouts/slow/rollback", f.admin(), json!({}))
+        .await;
+    assert_eq!(rb["status"], "rolled_back", "{rb}");
+    assert_eq!(rb["rolled_back"], json!(["pi-1"]));
+    let h = history(&f, "pi-1").await;
+    assert_eq!(h[0]["author"], "fleet:fleetd/rollout/slow/rollback");
+    assert!(desired(&f, "pi-1").await.get("fan_profile").is_none());
+    assert!(desired(&f, "pi-2").await.get("fan_profile").is_none());
+}
