@@ -687,6 +687,7 @@ impl Loop {
             .store(self.board.events().dropped(), Ordering::Relaxed);
         self.state.publish_sample(sample, latency);
         self.apply(actions);
+        self.state.metrics().observe_sample_to_action(t0.elapsed());
         if let (Some(p), Some(latest)) = (&self.persist, self.state.latest()) {
             let alerts = self.state.alerts().into_iter().map(|a| (a.id, a.message));
             p.on_sample(&latest.sample, alerts);

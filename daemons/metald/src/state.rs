@@ -136,12 +136,14 @@ pub struct Latest {
     pub seq: u64,
 }
 
-/// Upper bounds (seconds) of the sample-latency histogram buckets.
-pub const LATENCY_BUCKETS: [f64; 11] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+/// Upper bounds (seconds) of the latency histogram buckets (sample read and
+/// sample-to-action). Fine at the low end: on a Pi 4 a whole tick takes well
+/// under a millisecond, and the buckets must still resolve a Pi Zero.
+pub const LATENCY_BUCKETS: [f64; 13] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 ];
 
-/// Counters and the latency histogram.
+/// Counters and the latency histograms.
 #[derive(Debug, Default)]
 pub struct Metrics {
     /// Samples taken.
@@ -155,9 +157,10 @@ pub struct Metrics {
     /// Hardware events the HAL dropped because a queue was full.
     pub hal_events_dropped: AtomicU64,
     latency: Mutex<Histogram>,
+    sample_to_action: Mutex<Histogram>,
 }
 
-/// A cumulative histogram.
+/// A histogram over [`LATENCY_BUCKETS`].
 #[derive(Debug, Default, Clone)]
 pub struct Histogram {
     /// Count per bucket of [`LATENCY_BUCKETS`] (not cumulative).
@@ -168,24 +171,82 @@ pub struct Histogram {
     pub sum: f64,
 }
 
-impl Metrics {
-    /// Records one sample's latency.
-    pub fn observe_latency(&self, d: Duration) {
+impl Histogram {
+    /// Records one observation (values above the last bucket count only in
+    /// `count`, `sum` and the `+Inf` bucket).
+    pub fn observe(&mut self, d: Duration) {
         let secs = d.as_secs_f64();
-        let mut h = self.latency.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(i) = LATENCY_BUCKETS.iter().position(|b| secs <= *b) {
-            h.buckets[i] += 1;
+            self.buckets[i] += 1;
         }
-        h.count += 1;
-        h.sum += secs;
+        self.count += 1;
+        self.sum += secs;
     }
 
-    /// A copy of the latency histogram.
+    /// The upper bound of the bucket holding the `q` quantile (0..=1), the way
+    /// Prometheus' `histogram_quantile` bounds it from above; `None` when empty
+    /// or when the quantile lies beyond the last bucket.
+    pub fn quantile_bound(&self, q: f64) -> Option<f64> {
+        if self.count == 0 {
+            return None;
+        }
+        let rank = (q.clamp(0.0, 1.0) * self.count as f64).ceil().max(1.0) as u64;
+        let mut seen = 0;
+        for (bound, n) in LATENCY_BUCKETS.iter().zip(self.buckets) {
+            seen += n;
+            if seen >= rank {
+                return Some(*bound);
+            }
+        }
+        None
+    }
+}
+
+impl Metrics {
+    /// Records one sample's read latency.
+    pub fn observe_latency(&self, d: Duration) {
+        lock(&self.latency).observe(d);
+    }
+
+    /// Records the time from the start of a sample read until the engine's
+    /// actions for it were applied through the HAL.
+    pub fn observe_sample_to_action(&self, d: Duration) {
+        lock(&self.sample_to_action).observe(d);
+    }
+
+    /// A copy of the sample-read latency histogram.
     pub fn latency(&self) -> Histogram {
-        self.latency
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        lock(&self.latency).clone()
+    }
+
+    /// A copy of the sample-to-action histogram.
+    pub fn sample_to_action(&self) -> Histogram {
+        lock(&self.sample_to_action).clone()
+    }
+}
+
+fn lock(m: &Mutex<Histogram>) -> std::sync::MutexGuard<'_, Histogram> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+
+    #[test]
+    fn quantile_bounds_come_from_the_buckets() {
+        let mut h = Histogram::default();
+        assert_eq!(h.quantile_bound(0.5), None);
+        for _ in 0..98 {
+            h.observe(Duration::from_micros(80));
+        }
+        h.observe(Duration::from_millis(3));
+        h.observe(Duration::from_secs(2));
+        assert_eq!(h.count, 100);
+        assert_eq!(h.quantile_bound(0.5), Some(0.0001));
+        assert_eq!(h.quantile_bound(0.99), Some(0.005));
+        assert_eq!(h.quantile_bound(1.0), None, "beyond the last bucket");
+        assert!((h.sum - (98.0 * 0.00008 + 0.003 + 2.0)).abs() < 1e-9);
     }
 }
 

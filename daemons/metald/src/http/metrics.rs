@@ -6,7 +6,7 @@ use std::sync::atomic::Ordering;
 
 use wrale_core::model::{Reading, Sample, ThrottleFlags};
 
-use crate::state::{AppState, LATENCY_BUCKETS};
+use crate::state::{AppState, Histogram, LATENCY_BUCKETS};
 use crate::workloads::{WorkloadState, WorkloadStatus};
 
 /// Escapes a label value (`\`, `"` and newlines).
@@ -59,6 +59,20 @@ fn fmt_value(v: f64) -> String {
     } else {
         format!("{v}")
     }
+}
+
+/// Writes one histogram in the Prometheus text format (cumulative buckets).
+fn histogram(o: &mut Out, name: &str, help: &str, h: &Histogram) {
+    o.head(name, "histogram", help);
+    let bucket = format!("{name}_bucket");
+    let mut cumulative = 0u64;
+    for (bound, n) in LATENCY_BUCKETS.iter().zip(h.buckets) {
+        cumulative += n;
+        o.line(&bucket, &[("le", &bound.to_string())], cumulative as f64);
+    }
+    o.line(&bucket, &[("le", "+Inf")], h.count as f64);
+    o.line(&format!("{name}_sum"), &[], h.sum);
+    o.line(&format!("{name}_count"), &[], h.count as f64);
 }
 
 fn throttle_flags(f: &ThrottleFlags) -> [(&'static str, bool); 8] {
@@ -243,28 +257,18 @@ pub fn render(app: &AppState, workloads: &[WorkloadStatus], throttled: bool) -> 
         &[],
         m.samples.load(Ordering::Relaxed) as f64,
     );
-    let h = m.latency();
-    o.head(
+    histogram(
+        &mut o,
         "wrale_sample_latency_seconds",
-        "histogram",
         "Time to read every sensor once.",
+        &m.latency(),
     );
-    let mut cumulative = 0u64;
-    for (bound, n) in LATENCY_BUCKETS.iter().zip(h.buckets) {
-        cumulative += n;
-        o.line(
-            "wrale_sample_latency_seconds_bucket",
-            &[("le", &bound.to_string())],
-            cumulative as f64,
-        );
-    }
-    o.line(
-        "wrale_sample_latency_seconds_bucket",
-        &[("le", "+Inf")],
-        h.count as f64,
+    histogram(
+        &mut o,
+        "wrale_sample_to_action_seconds",
+        "Time from the start of a sample read until the safety engine's actions for it were applied.",
+        &m.sample_to_action(),
     );
-    o.line("wrale_sample_latency_seconds_sum", &[], h.sum);
-    o.line("wrale_sample_latency_seconds_count", &[], h.count as f64);
     o.head(
         "wrale_events_dropped_total",
         "counter",

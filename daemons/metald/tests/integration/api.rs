@@ -64,6 +64,9 @@ async fn metrics_in_prometheus_text() {
         "# TYPE wrale_sample_latency_seconds histogram",
         "wrale_sample_latency_seconds_bucket{le=\"+Inf\"} ",
         "wrale_sample_latency_seconds_count ",
+        "# TYPE wrale_sample_to_action_seconds histogram",
+        "wrale_sample_to_action_seconds_bucket{le=\"0.0001\"} ",
+        "wrale_sample_to_action_seconds_count ",
         "wrale_events_dropped_total{queue=\"stream\"} 0",
         "wrale_up 1",
         "wrale_build_info{version=",
@@ -77,6 +80,18 @@ async fn metrics_in_prometheus_text() {
         .parse()
         .unwrap();
     assert!(samples >= 1.0);
+    // Every tick that published its sample also times its actions (the last one
+    // may still be applying them while /metrics is rendered).
+    let to_action: f64 = text
+        .lines()
+        .find_map(|l| l.strip_prefix("wrale_sample_to_action_seconds_count "))
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        (samples - 1.0..=samples + 1.0).contains(&to_action),
+        "{to_action} timed ticks for {samples} samples"
+    );
     d.stop().await.unwrap();
 
     let public = TestDaemon::start_toml(&format!("{SIM}[api]\npublic_metrics = true\n")).await;

@@ -387,6 +387,94 @@ async fn a_fan_profile_from_the_fleet_drives_the_fan_and_is_reported_applied() {
     d.stop().await.unwrap();
 }
 
+/// The GPIO commands the desired config put through, oldest first:
+/// (pin, level, outcome), from the device's audit log.
+async fn desired_gpio(d: &TestDaemon) -> Vec<(u64, String, String)> {
+    let audit = d.get_json("/api/v1/audit", VIEWER).await;
+    let mut out: Vec<_> = audit["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["command"]["type"] == "set_gpio" && r["reason"] == "desired config")
+        .map(|r| {
+            (
+                r["command"]["pin"].as_u64().unwrap(),
+                r["command"]["level"].as_str().unwrap().to_owned(),
+                r["outcome"]["status"].as_str().unwrap_or("?").to_owned(),
+            )
+        })
+        .collect();
+    out.reverse();
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gpio_outputs_from_the_desired_config_go_through_the_engine() {
+    let fleet = Fleet::start().await;
+    let cred = tempfile::tempdir().unwrap();
+    let d = metald(&fleet, &cred).await;
+    wait_for("the session", async || fleet.connected()).await;
+    let accepted = async |version: i64, yes: bool| {
+        wait_for(&format!("config {version} accepted={yes}"), async || {
+            let r = fleet.reported();
+            r.get("config.version") == Some(&FieldValue::Int(version))
+                && r.get("config.accepted") == Some(&FieldValue::Bool(yes))
+        })
+        .await
+    };
+    fleet.edit(|c| {
+        c.gpio_outputs = [(17, Level::High), (27, Level::Low)].into();
+        c.config_version = 4;
+    });
+    accepted(4, true).await;
+    let applied = |pin: u64, level: &str| (pin, level.to_owned(), "applied".to_owned());
+    // The audit log is written behind the command path: wait for it.
+    let want = [applied(17, "high"), applied(27, "low")];
+    wait_for("pins 17 and 27 driven", async || {
+        desired_gpio(&d).await == want
+    })
+    .await;
+    // Only the changed output is driven again.
+    fleet.edit(|c| {
+        c.gpio_outputs = [(17, Level::Low), (27, Level::Low)].into();
+        c.config_version = 5;
+    });
+    accepted(5, true).await;
+    let want = [applied(17, "high"), applied(27, "low"), applied(17, "low")];
+    wait_for("pin 17 driven low, 27 left alone", async || {
+        desired_gpio(&d).await == want
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        desired_gpio(&d).await,
+        want,
+        "an unchanged output was driven again"
+    );
+    // GPIO 18 drives the Pi 4's fan: a desired config that asks for it is
+    // rejected with the engine's rule, and nothing is driven on that pin.
+    fleet.edit(|c| {
+        c.gpio_outputs.insert(18, Level::High);
+        c.config_version = 6;
+    });
+    accepted(6, false).await;
+    let why = match fleet.reported().get("config.rejection") {
+        Some(FieldValue::Str(s)) => s.clone(),
+        other => panic!("no rejection reason: {other:?}"),
+    };
+    assert!(why.starts_with("gpio.reserved_pin"), "{why}");
+    assert!(
+        desired_gpio(&d)
+            .await
+            .iter()
+            .all(|(pin, _, outcome)| *pin != 18 || outcome != "applied"),
+        "pin 18 was driven"
+    );
+    let s = d.get_json("/api/v1/state", VIEWER).await;
+    assert_eq!(s["fleet"]["applied"]["config_version"], 5, "{s}");
+    d.stop().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fleet_commands_are_executed_and_unsafe_ones_refused_with_the_rule() {
     let fleet = Fleet::start().await;
