@@ -75,6 +75,18 @@ pub enum Command {
     Audit(AuditArgs),
     /// Follow the live event stream until Ctrl-C.
     Events(EventsArgs),
+    /// Fleet workloads the scheduler places by headroom.
+    #[command(subcommand)]
+    Workload(WorkloadCmd),
+    /// Where workloads run, and why there.
+    #[command(subcommand)]
+    Placement(PlacementCmd),
+    /// The optimizer's recommendations (fan profiles, workload moves).
+    #[command(subcommand)]
+    Recommend(RecommendCmd),
+    /// Config rollouts in waves, gated on physical health.
+    #[command(subcommand)]
+    Rollout(RolloutCmd),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -542,4 +554,165 @@ mod tests {
             })
         ));
     }
+}
+
+/// `wrale workload ...`.
+#[derive(Debug, Subcommand)]
+pub enum WorkloadCmd {
+    /// Declared workloads.
+    List,
+    /// Declare a workload (the scheduler places it at once).
+    Create(WorkloadCreateArgs),
+    /// Remove a workload (its replicas are stopped).
+    Delete {
+        /// Workload name.
+        name: String,
+    },
+}
+
+/// `wrale workload create`.
+#[derive(Debug, Args)]
+pub struct WorkloadCreateArgs {
+    /// Name (`[a-z0-9-]`; the device runs the workload of this name).
+    pub name: String,
+    /// The command or systemd unit it runs.
+    #[arg(long)]
+    pub command: Option<String>,
+    /// CPU demand in percent of a board.
+    #[arg(long)]
+    pub cpu: f64,
+    /// Power it adds to a board, in watts.
+    #[arg(long)]
+    pub power: f64,
+    /// Replicas (on different devices).
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u32,
+    /// Higher is placed first and evicted last.
+    #[arg(long, default_value_t = 0)]
+    pub priority: i32,
+    /// Required device label `KEY=VALUE` (repeatable).
+    #[arg(long = "label", value_name = "KEY=VALUE")]
+    pub labels: Vec<String>,
+    /// Allowed board model (repeatable; none: any).
+    #[arg(long = "model")]
+    pub models: Vec<String>,
+    /// A workload that may not share a device with this one (repeatable).
+    #[arg(long = "anti-affinity", value_name = "WORKLOAD")]
+    pub anti_affinity: Vec<String>,
+    /// Spread replicas across racks.
+    #[arg(long)]
+    pub spread_racks: bool,
+}
+
+/// `wrale placement ...`.
+#[derive(Debug, Subcommand)]
+pub enum PlacementCmd {
+    /// Placements with the reason for each, and replicas left pending.
+    List {
+        /// Only this workload.
+        #[arg(long)]
+        workload: Option<String>,
+        /// Only this device.
+        #[arg(long)]
+        device: Option<String>,
+    },
+}
+
+/// `wrale recommend ...`.
+#[derive(Debug, Subcommand)]
+pub enum RecommendCmd {
+    /// Recommendations with their expected effect.
+    List,
+    /// Apply one recommendation.
+    Accept {
+        /// Recommendation id (from `wrale recommend list`).
+        id: String,
+    },
+}
+
+/// `wrale rollout ...`.
+#[derive(Debug, Subcommand)]
+pub enum RolloutCmd {
+    /// Start a rollout (the canary wave is written at once).
+    Create(RolloutCreateArgs),
+    /// Rollouts, newest first.
+    List {
+        /// Only this status (running, paused, completed, aborted, rolled_back).
+        #[arg(long)]
+        status: Option<String>,
+    },
+    /// One rollout: progress, waves, gate failures.
+    Show {
+        /// Rollout id.
+        id: String,
+    },
+    /// Print progress until the rollout stops running (exit 1 unless it completed).
+    Watch {
+        /// Rollout id.
+        id: String,
+        /// Seconds between polls.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+    },
+    /// Pause a running rollout.
+    Pause {
+        /// Rollout id.
+        id: String,
+    },
+    /// Resume a paused rollout (restarts the current wave's soak).
+    Resume {
+        /// Rollout id.
+        id: String,
+    },
+    /// Stop for good; changed devices keep the change.
+    Abort {
+        /// Rollout id.
+        id: String,
+    },
+    /// Write the replaced values back into every changed device.
+    Rollback {
+        /// Rollout id.
+        id: String,
+    },
+}
+
+/// `wrale rollout create`.
+#[derive(Debug, Args)]
+pub struct RolloutCreateArgs {
+    /// Desired field to change, `KEY=VALUE` (repeatable; VALUE is JSON when it parses).
+    #[arg(long = "set", value_name = "KEY=VALUE", required = true)]
+    pub set: Vec<String>,
+    /// Rollout id (generated when absent).
+    #[arg(long)]
+    pub id: Option<String>,
+    /// Target device (repeatable).
+    #[arg(long = "device", conflicts_with = "group")]
+    pub devices: Vec<String>,
+    /// Target every device of this group and its subgroups.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// Canary device (repeatable).
+    #[arg(long = "canary", conflicts_with = "canary_percent")]
+    pub canary: Vec<String>,
+    /// Canary share of the targets, in percent.
+    #[arg(long)]
+    pub canary_percent: Option<f64>,
+    /// Devices per wave after the canaries.
+    #[arg(long, conflicts_with = "by_rack")]
+    pub wave_size: Option<usize>,
+    /// One wave per rack after the canaries.
+    #[arg(long)]
+    pub by_rack: bool,
+    /// Soak time per wave (`10m`).
+    #[arg(long, default_value = "10m")]
+    pub soak: String,
+    /// Largest allowed health drop below the pre-rollout score.
+    #[arg(long)]
+    pub health_margin: Option<f64>,
+    /// Time a device has to report the change applied (`10m`).
+    #[arg(long)]
+    pub apply_timeout: Option<String>,
+    /// Roll changed devices back at once when a gate fails.
+    #[arg(long)]
+    pub auto_rollback: bool,
 }

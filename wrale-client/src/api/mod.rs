@@ -4,3 +4,4 @@ mod access;
 mod config;
 mod devices;
 mod observe;
+mod orchestrate;

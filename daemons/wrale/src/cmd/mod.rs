@@ -6,6 +6,8 @@ mod device;
 mod events;
 mod group;
 mod login;
+mod rollout;
+mod workload;
 
 use clap::CommandFactory;
 use wrale_client::Client;
@@ -74,6 +76,10 @@ pub(crate) async fn run(cli: Cli) -> CliResult {
         Command::Token(c) => access::token(&ctx, c).await,
         Command::Audit(a) => access::audit(&ctx, a).await,
         Command::Events(a) => events::run(&ctx, a).await,
+        Command::Workload(c) => workload::workload(&ctx, c).await,
+        Command::Placement(c) => workload::placement(&ctx, c).await,
+        Command::Recommend(c) => workload::recommend(&ctx, c).await,
+        Command::Rollout(c) => rollout::run(&ctx, c).await,
         Command::Login(_) | Command::Completions { .. } => Ok(()),
     }
 }
