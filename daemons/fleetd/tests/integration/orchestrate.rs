@@ -91,11 +91,16 @@ fn now_ms() -> i64 {
 /// `n` points every 10 s ending at `end_ms`: CPU at `cpu` °C, ambient 25 °C,
 /// 4 W, 30 % load, throttle word `bits`.
 fn points(end_ms: i64, n: i64, cpu: f64, bits: u32) -> Vec<Point> {
+    points_in(end_ms, n, cpu, 25.0, bits)
+}
+
+/// [`points`] with another ambient temperature.
+fn points_in(end_ms: i64, n: i64, cpu: f64, ambient: f64, bits: u32) -> Vec<Point> {
     (0..n)
         .map(|i| {
             let mut p = Point::new(Timestamp::from_millis(end_ms - (n - 1 - i) * 10_000));
             p.set(Channel::CpuTempC, cpu)
-                .set(Channel::AmbientTempC, 25.0)
+                .set(Channel::AmbientTempC, ambient)
                 .set(Channel::PowerW, 4.0)
                 .set(Channel::CpuLoadPct, 30.0)
                 .set(Channel::ThrottleBits, f64::from(bits));
@@ -141,13 +146,15 @@ async fn workload_goes_to_the_device_with_headroom_and_moves_off_when_it_heats()
     let viewer = f.user_token("vera", "viewer").await;
     let end = now_ms() - 200_000;
     let mut creds = Vec::new();
-    for (id, rack, cpu) in [
-        ("pi-a", "r1", 40.0),
-        ("pi-b", "r2", 50.0),
-        ("pi-c", "r3", 70.0),
+    // pi-c sits in a 45 °C corner: too hot for the workload, and its fan can run
+    // a quieter profile.
+    for (id, rack, cpu, ambient) in [
+        ("pi-a", "r1", 40.0, 25.0),
+        ("pi-b", "r2", 50.0, 25.0),
+        ("pi-c", "r3", 70.0, 45.0),
     ] {
         let cred = f.enroll(id, json!({"site": "lab", "rack": rack})).await;
-        send(&f, id, &cred, &points(end, 20, cpu, 0)).await;
+        send(&f, id, &cred, &points_in(end, 20, cpu, ambient, 0)).await;
         creds.push(cred);
     }
     // A viewer may not declare workloads.
@@ -253,6 +260,52 @@ async fn workload_goes_to_the_device_with_headroom_and_moves_off_when_it_heats()
         )
         .await;
     assert_eq!((r.status, r.code()), (404, "not_found"));
+
+    // Accepting a fan-profile recommendation writes it into the device's desired
+    // state as the optimizer; the plan then no longer has it.
+    let fan = recs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "fan_profile")
+        .cloned()
+        .unwrap_or_else(|| panic!("no fan recommendation: {recs}"));
+    let (id, dev, to) = (
+        fan["id"].as_str().unwrap(),
+        fan["detail"]["device"].as_str().unwrap(),
+        fan["detail"]["to"].clone(),
+    );
+    let r = f
+        .call(
+            "POST",
+            &format!("/api/v1/recommendations/{id}/accept"),
+            Some(&viewer),
+            None,
+        )
+        .await;
+    assert_eq!((r.status, r.code()), (403, "forbidden"));
+    let acc = f
+        .post(
+            &format!("/api/v1/recommendations/{id}/accept"),
+            f.admin(),
+            json!({}),
+        )
+        .await;
+    assert_eq!(acc["accepted"]["id"], id);
+    assert_eq!(desired(&f, dev).await["fan_profile"], to);
+    assert_eq!(
+        history(&f, dev).await[0]["author"],
+        "fleet:fleetd/optimizer"
+    );
+    let recs = f.get("/api/v1/recommendations", &viewer).await;
+    assert!(
+        recs["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|r| r["id"] != id),
+        "{recs}"
+    );
 
     // Deleting the workload stops it.
     let r = f
