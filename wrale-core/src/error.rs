@@ -124,6 +124,101 @@ impl Error {
             Error::Audit(_) => "audit_error",
         }
     }
+
+    /// The family of this error (for the bindings' exception classes).
+    pub fn category(&self) -> ErrorCategory {
+        match self {
+            Error::PolicyViolation { .. } => ErrorCategory::Policy,
+            Error::InvalidPolicy { .. }
+            | Error::InvalidToken { .. }
+            | Error::InvalidProfile(_)
+            | Error::InvalidId(_) => ErrorCategory::InvalidInput,
+            Error::Audit(_) => ErrorCategory::Internal,
+        }
+    }
+}
+
+/// The family an error belongs to, the same across every Wrale crate (core, hal,
+/// sync, client): what the bindings map to their typed exceptions
+/// (`PolicyViolation`, `HardwareError`, `SyncError`, `AuthError`, `NotFound`,
+/// `InvalidInput`, ...). Each crate's error has a `category()`; codes that cross
+/// a wire (fleetd's error bodies) are classified with [`ErrorCategory::from_code`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorCategory {
+    /// A safety or policy rule refused (a command, a policy layer, a desired config).
+    Policy,
+    /// The hardware (or its backend) failed.
+    Hardware,
+    /// Twin documents, sync sessions, stores and transports of the sync layer.
+    Sync,
+    /// No, a bad or an insufficient credential.
+    Auth,
+    /// The thing named does not exist.
+    NotFound,
+    /// The caller's input was refused (malformed id, policy file, body, argument).
+    InvalidInput,
+    /// The request conflicts with the current state (already exists, cycles, open conflicts).
+    Conflict,
+    /// The peer could not be reached or did not answer in time.
+    Unavailable,
+    /// Anything else: a bug or a broken store.
+    Internal,
+}
+
+impl ErrorCategory {
+    /// Stable snake_case name (`policy`, `not_found`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCategory::Policy => "policy",
+            ErrorCategory::Hardware => "hardware",
+            ErrorCategory::Sync => "sync",
+            ErrorCategory::Auth => "auth",
+            ErrorCategory::NotFound => "not_found",
+            ErrorCategory::InvalidInput => "invalid_input",
+            ErrorCategory::Conflict => "conflict",
+            ErrorCategory::Unavailable => "unavailable",
+            ErrorCategory::Internal => "internal",
+        }
+    }
+
+    /// The category of a stable error code seen on a wire (fleetd's error bodies,
+    /// command replies, the crates' own `code()`s); `None` for a code Wrale does
+    /// not define.
+    pub fn from_code(code: &str) -> Option<ErrorCategory> {
+        Some(match code {
+            "policy_violation" | "config_rejected" | "safe_mode" => ErrorCategory::Policy,
+            "unauthorized" | "forbidden" | "enrollment_invalid" => ErrorCategory::Auth,
+            "not_found" | "unknown_version" => ErrorCategory::NotFound,
+            "invalid_body" | "invalid_query" | "invalid_argument" | "invalid_id"
+            | "invalid_policy" | "invalid_profile" | "invalid_token" | "body_too_large"
+            | "invalid_field" | "unknown_field" => ErrorCategory::InvalidInput,
+            "conflict" | "open_conflicts" | "epoch_mismatch" | "wrong_device" => {
+                ErrorCategory::Conflict
+            }
+            "device_offline" | "timeout" | "transport" | "unavailable" => {
+                ErrorCategory::Unavailable
+            }
+            "hardware_error"
+            | "permission_denied"
+            | "busy"
+            | "bus"
+            | "unsupported"
+            | "sensor_fault"
+            | "backend_not_compiled"
+            | "other" => ErrorCategory::Hardware,
+            "automerge" | "decode_error" | "bad_frame" | "schema" | "schema_too_new"
+            | "sync_store" | "telemetry" | "sync_io" => ErrorCategory::Sync,
+            "internal" | "audit_error" | "decode" => ErrorCategory::Internal,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for ErrorCategory {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 impl From<Refused> for Error {
@@ -156,5 +251,33 @@ mod tests {
             serde_json::to_string(&RuleId::builtin("a.b")).unwrap(),
             "\"a.b\""
         );
+    }
+
+    #[test]
+    fn categories() {
+        let e: Error = Refused::new(RuleId::builtin("r"), "no").into();
+        assert_eq!(e.category(), ErrorCategory::Policy);
+        assert_eq!(Error::Audit("x".into()).category(), ErrorCategory::Internal);
+        let p = Error::InvalidPolicy {
+            source_name: "f".into(),
+            line: None,
+            key: None,
+            message: "m".into(),
+        };
+        assert_eq!(p.category(), ErrorCategory::InvalidInput);
+        // Every code of this crate classifies the same way through from_code.
+        for e in [e, p, Error::Audit("x".into())] {
+            assert_eq!(ErrorCategory::from_code(e.code()), Some(e.category()));
+        }
+        assert_eq!(
+            ErrorCategory::from_code("unauthorized"),
+            Some(ErrorCategory::Auth)
+        );
+        assert_eq!(
+            ErrorCategory::from_code("device_offline"),
+            Some(ErrorCategory::Unavailable)
+        );
+        assert_eq!(ErrorCategory::from_code("no_such_code"), None);
+        assert_eq!(ErrorCategory::NotFound.to_string(), "not_found");
     }
 }

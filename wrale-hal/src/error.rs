@@ -110,6 +110,23 @@ impl HalError {
         }
     }
 
+    /// The stable snake_case code: the code of [`HalError::kind`] (`busy`,
+    /// `sensor_fault`, `not_found`, ...).
+    pub fn code(&self) -> &'static str {
+        self.kind().code()
+    }
+
+    /// The family of this error (for the bindings' exception classes): a missing
+    /// part is `NotFound`, a bad argument `InvalidInput`, everything else `Hardware`.
+    pub fn category(&self) -> wrale_core::ErrorCategory {
+        use wrale_core::ErrorCategory;
+        match self.kind() {
+            HalErrorKind::NotFound => ErrorCategory::NotFound,
+            HalErrorKind::InvalidArgument => ErrorCategory::InvalidInput,
+            _ => ErrorCategory::Hardware,
+        }
+    }
+
     /// Shorthand for an I/O error with context.
     pub fn io(context: impl Into<String>, source: io::Error) -> Self {
         HalError::Io {
@@ -155,5 +172,43 @@ mod tests {
         let e = HalError::BackendNotCompiled("rpi");
         assert_eq!(e.kind(), HalErrorKind::BackendNotCompiled);
         assert!(e.to_string().contains("rpi"));
+    }
+
+    #[test]
+    fn codes_and_categories() {
+        use wrale_core::ErrorCategory;
+        let cases = [
+            (
+                HalError::PinUsed { pin: 4 },
+                "busy",
+                ErrorCategory::Hardware,
+            ),
+            (
+                HalError::not_found("fan9"),
+                "not_found",
+                ErrorCategory::NotFound,
+            ),
+            (
+                HalError::InvalidArgument("duty 140 %".into()),
+                "invalid_argument",
+                ErrorCategory::InvalidInput,
+            ),
+            (
+                HalError::sensor_fault("cpu", "stuck"),
+                "sensor_fault",
+                ErrorCategory::Hardware,
+            ),
+            (
+                HalError::io("/dev/i2c-1", io::Error::from_raw_os_error(121)),
+                "bus",
+                ErrorCategory::Hardware,
+            ),
+        ];
+        for (e, code, category) in cases {
+            assert_eq!(e.code(), code, "{e}");
+            assert_eq!(e.category(), category, "{e}");
+            // The code alone classifies the same way (command replies carry only codes).
+            assert_eq!(ErrorCategory::from_code(code), Some(category), "{code}");
+        }
     }
 }
