@@ -19,6 +19,8 @@ pub mod scheduler;
 pub mod store;
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -120,6 +122,8 @@ struct Inner {
     /// Wakes the scheduler timer early.
     kick: tokio::sync::Notify,
     last: Mutex<LastPass>,
+    passes: AtomicU64,
+    changes: AtomicU64,
 }
 
 /// What the latest scheduler pass left pending.
@@ -160,6 +164,10 @@ impl Orchestrator {
     }
 
     fn set_last(&self, l: LastPass) {
+        self.inner.passes.fetch_add(1, Ordering::Relaxed);
+        self.inner
+            .changes
+            .fetch_add(l.changes as u64, Ordering::Relaxed);
         if let Ok(mut g) = self.inner.last.lock() {
             *g = l;
         }
@@ -401,4 +409,72 @@ pub(crate) fn desired_fields(
 /// `fleet:fleetd/<what>`.
 pub(crate) fn author(what: &str) -> Author {
     Author::fleet(format!("fleetd/{what}"))
+}
+
+/// Appends this module's Prometheus lines to a `/metrics` answer: declared
+/// workloads, placed and pending replicas, scheduler passes and changes, and
+/// rollouts by status.
+pub async fn render_metrics(state: &AppState, out: &mut String) {
+    let Ok(store) = state.orchestrate.store() else {
+        return;
+    };
+    let counts = tokio::task::spawn_blocking(move || {
+        let w = store.workloads().map(|v| v.len()).unwrap_or(0);
+        let p = store.placements().map(|v| v.len()).unwrap_or(0);
+        let mut by_status: BTreeMap<String, u64> = BTreeMap::new();
+        for st in ["running", "paused", "completed", "aborted", "rolled_back"] {
+            let n = store.list_rollouts(Some(st)).map(|v| v.len()).unwrap_or(0);
+            by_status.insert(st.to_owned(), n as u64);
+        }
+        (w, p, by_status)
+    })
+    .await;
+    let Ok((workloads, placed, rollouts)) = counts else {
+        return;
+    };
+    let o = &state.orchestrate;
+    let pending = o.last_pass().pending.len();
+    let mut m = |name: &str, kind: &str, help: &str, lines: &[(String, u64)]| {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} {kind}");
+        for (labels, v) in lines {
+            let _ = writeln!(out, "{name}{labels} {v}");
+        }
+    };
+    m(
+        "wrale_workloads",
+        "gauge",
+        "Fleet workloads declared.",
+        &[(String::new(), workloads as u64)],
+    );
+    m(
+        "wrale_workload_replicas",
+        "gauge",
+        "Workload replicas by state after the latest scheduler pass.",
+        &[
+            ("{state=\"placed\"}".to_owned(), placed as u64),
+            ("{state=\"pending\"}".to_owned(), pending as u64),
+        ],
+    );
+    m(
+        "wrale_scheduler_passes_total",
+        "counter",
+        "Scheduler passes run.",
+        &[(String::new(), o.inner.passes.load(Ordering::Relaxed))],
+    );
+    m(
+        "wrale_scheduler_changes_total",
+        "counter",
+        "Placements made, moved, evicted or stopped by the scheduler.",
+        &[(String::new(), o.inner.changes.load(Ordering::Relaxed))],
+    );
+    m(
+        "wrale_rollouts",
+        "gauge",
+        "Rollouts by status.",
+        &rollouts
+            .into_iter()
+            .map(|(k, v)| (format!("{{status=\"{k}\"}}"), v))
+            .collect::<Vec<_>>(),
+    );
 }

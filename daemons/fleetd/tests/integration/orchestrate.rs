@@ -238,6 +238,14 @@ async fn workload_goes_to_the_device_with_headroom_and_moves_off_when_it_heats()
     assert_eq!(desired(&f, "pi-a").await["workload.cam"], false);
     assert_eq!(desired(&f, "pi-b").await["workload.cam"], true);
 
+    let metrics = f.call("GET", "/metrics", Some(&viewer), None).await;
+    let text = metrics.body.as_str().unwrap();
+    assert!(text.contains("wrale_workloads 1\n"), "{text}");
+    assert!(
+        text.contains("wrale_workload_replicas{state=\"placed\"} 1\n"),
+        "{text}"
+    );
+
     // Hysteresis: further passes change nothing.
     tokio::time::sleep(Duration::from_millis(800)).await;
     let again = f.get("/api/v1/placements", &viewer).await;
@@ -429,6 +437,12 @@ async fn a_rollout_that_makes_the_canary_throttle_stops_there_and_rolls_back() {
         )
         .await;
     assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit}");
+    let metrics = f.call("GET", "/metrics", Some(&viewer), None).await;
+    let text = metrics.body.as_str().unwrap();
+    assert!(
+        text.contains("wrale_rollouts{status=\"rolled_back\"} 1\n"),
+        "{text}"
+    );
     // Nothing left to do with it.
     let r = f
         .call(
