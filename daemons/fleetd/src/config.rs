@@ -48,6 +48,8 @@ pub struct Config {
     pub hub: HubConfig,
     /// `[log]`: log output.
     pub log: LogConfig,
+    /// `[intel]`: the analyzer, fleet alerts and webhooks (see [`crate::intel`]).
+    pub intel: crate::intel::IntelConfig,
     /// `[orchestrate]`: scheduler, optimizer and rollout driver (see [`crate::orchestrate`]).
     pub orchestrate: crate::orchestrate::OrchestrateConfig,
 }
@@ -300,6 +302,7 @@ impl Config {
         }
         self.telemetry.validate()?;
         self.hub.validate()?;
+        self.intel.validate()?;
         self.orchestrate.validate()?;
         Ok(())
     }

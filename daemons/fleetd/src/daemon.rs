@@ -70,6 +70,7 @@ impl Daemon {
         );
         crate::telemetry::start(&state);
         crate::twins::start(&state);
+        crate::intel::start(&state).context("starting fleet intelligence")?;
         crate::orchestrate::open(&state, &config).context("opening the orchestration store")?;
         crate::orchestrate::start(&state);
         let addr = listener.local_addr().context("listener address")?;
@@ -147,6 +148,7 @@ pub async fn reload(loader: Option<&Loader>, state: &AppState) -> Result<(), Con
         ("log", old.log != new.log),
         ("hub", old.hub != new.hub),
         ("telemetry", old.telemetry != new.telemetry),
+        ("intel.enabled", old.intel.enabled != new.intel.enabled),
     ] {
         if changed {
             tracing::warn!(key, "changed in the config; takes effect after a restart");

@@ -26,6 +26,7 @@ pub mod config;
 mod daemon;
 pub mod error;
 pub mod http;
+pub mod intel;
 pub mod logging;
 pub mod orchestrate;
 pub mod signals;

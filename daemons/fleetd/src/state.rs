@@ -157,6 +157,8 @@ pub struct AppState {
     pub hub: crate::twins::Hub,
     /// Cancelled when the daemon shuts down.
     pub shutdown: CancellationToken,
+    /// Fleet intelligence: the latest analysis and the fleet alerts (see [`crate::intel`]).
+    pub intel: crate::intel::Intel,
     /// Workloads, placements, recommendations and rollouts (see [`crate::orchestrate`]).
     pub orchestrate: crate::orchestrate::Orchestrator,
     config: Arc<RwLock<Arc<Config>>>,
@@ -183,6 +185,7 @@ impl AppState {
             telemetry,
             hub,
             shutdown,
+            intel: crate::intel::Intel::new(),
             orchestrate: crate::orchestrate::Orchestrator::default(),
             config: Arc::new(RwLock::new(config)),
         }

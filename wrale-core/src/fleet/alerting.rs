@@ -521,7 +521,9 @@ pub struct Silence {
 }
 
 impl Silence {
-    fn covers(&self, a: &FleetAlert, now: Timestamp) -> bool {
+    /// Whether this silence covers alert `a` at `now` (in its window and every
+    /// given matcher field matches).
+    pub fn covers(&self, a: &FleetAlert, now: Timestamp) -> bool {
         let m = &self.matcher;
         now >= self.from
             && now < self.until
@@ -881,6 +883,19 @@ impl DeliveryQueue {
         }
     }
 
+    /// A queue holding stored deliveries (after a restart); new ids continue after
+    /// the largest one.
+    pub fn restore(policy: RetryPolicy, deliveries: impl IntoIterator<Item = Delivery>) -> Self {
+        let deliveries: BTreeMap<u64, Delivery> =
+            deliveries.into_iter().map(|d| (d.id, d)).collect();
+        let next_id = deliveries.keys().next_back().map_or(1, |m| m + 1);
+        Self {
+            policy,
+            deliveries,
+            next_id,
+        }
+    }
+
     /// One delivery per matching webhook, due now. Returns their ids.
     pub fn enqueue(&mut self, n: &Notification, hooks: &[Webhook], now: Timestamp) -> Vec<u64> {
         let mut ids = Vec::new();
@@ -1098,6 +1113,11 @@ mod tests {
         assert_eq!(q.deliveries[&ids[0]].attempts.len(), 5);
         assert_eq!(q.deliveries[&ids[1]].status, DeliveryStatus::Delivered);
         assert_eq!(q.dead_letters().count(), 1);
+        // Restored after a restart: ids continue after the largest.
+        let mut r = DeliveryQueue::restore(q.policy.clone(), q.deliveries.values().cloned());
+        assert_eq!(r.deliveries.len(), 2);
+        let more = r.enqueue(&n[0], &hooks[..1], now);
+        assert_eq!(more, vec![ids[1] + 1]);
         // A 404 will not get better: dead at once.
         let id = q.enqueue(&n[0], &hooks[..1], now)[0];
         assert_eq!(

@@ -629,6 +629,45 @@ pub struct DeviceAnalysis {
     pub health: Health,
 }
 
+impl DeviceAnalysis {
+    /// The registry's health level for this analysis (what `GET /devices` shows):
+    ///
+    /// - `unknown`: no point in the window;
+    /// - `critical`: score below [`HEALTH_CRITICAL_BELOW`], throttled at the newest
+    ///   point, or a failing fan;
+    /// - `warning`: score below [`HEALTH_WARNING_BELOW`], or any factor other than
+    ///   `insufficient_data` costing at least 10 points;
+    /// - `ok` otherwise.
+    pub fn health_level(&self) -> crate::fleet::registry::Health {
+        use crate::fleet::registry::Health as Level;
+        if self.points == 0 {
+            return Level::Unknown;
+        }
+        let fan_failing = self
+            .fan
+            .as_ref()
+            .is_some_and(|f| f.status == FanStatus::Failing);
+        if self.health.score < HEALTH_CRITICAL_BELOW || self.throttled_now || fan_failing {
+            return Level::Critical;
+        }
+        let serious = self
+            .health
+            .factors
+            .iter()
+            .any(|f| f.code != "insufficient_data" && f.penalty >= 10.0);
+        if self.health.score < HEALTH_WARNING_BELOW || serious {
+            Level::Warning
+        } else {
+            Level::Ok
+        }
+    }
+}
+
+/// Scores below this are `critical` in the registry ([`DeviceAnalysis::health_level`]).
+pub const HEALTH_CRITICAL_BELOW: f64 = 50.0;
+/// Scores below this are at least `warning` in the registry.
+pub const HEALTH_WARNING_BELOW: f64 = 80.0;
+
 /// Metric compared between peers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -1653,6 +1692,52 @@ mod tests {
         let (s, i) = theil_sen(&x, &y).unwrap();
         assert!((s - 2.0).abs() < 1e-9 && (i - 1.0).abs() < 1e-9, "{s} {i}");
         assert_eq!(theil_sen(&[1.0, 1.0], &[2.0, 3.0]), None);
+    }
+
+    #[test]
+    fn health_levels_follow_score_and_factors() {
+        use super::*;
+        use crate::fleet::registry::Health as Level;
+        let w = DeviceWindow::new(
+            DeviceId::new("pi-1").unwrap(),
+            BoardModel::Pi4B,
+            Location::default(),
+            Vec::new(),
+        );
+        let now = Timestamp::from_secs(0);
+        let mut a = analyze_device(&w, &AnalyzerConfig::default(), now);
+        assert_eq!(a.points, 0);
+        assert_eq!(a.health_level(), Level::Unknown);
+        a.points = 3; // insufficient data only: 90, still ok
+        assert_eq!(a.health.score, 90.0);
+        assert_eq!(a.health_level(), Level::Ok);
+        a.health.add(HealthFactor {
+            code: "throttled".into(),
+            penalty: 12.0,
+            detail: String::new(),
+        });
+        assert_eq!(a.health_level(), Level::Warning);
+        a.health.add(HealthFactor {
+            code: "fan_failing".into(),
+            penalty: 25.0,
+            detail: String::new(),
+        });
+        assert_eq!(a.health.score, 53.0);
+        assert_eq!(a.health_level(), Level::Warning);
+        a.fan = Some(FanEffectiveness {
+            status: FanStatus::Failing,
+            method: None,
+            effectiveness: Some(0.1),
+            drop_c_per_duty_pct: None,
+            expected_drop_c_per_duty_pct: None,
+            steady_points: 3,
+            duty_spread_pct: 0.0,
+            tach_ok: Some(true),
+        });
+        assert_eq!(a.health_level(), Level::Critical);
+        a.fan = None;
+        a.throttled_now = true;
+        assert_eq!(a.health_level(), Level::Critical);
     }
 
     #[test]

@@ -218,6 +218,8 @@ async fn transition(
         ("alert.clear", "cleared")
     };
     debug_assert!(matches!(rec.state, AlertState::Acked | AlertState::Cleared));
+    // A fleet alert, or a device alert the alert book follows, changes there too.
+    crate::intel::alerts::on_transition(s, &rec, ack, &p.actor()).await;
     s.audit_ok(
         p,
         action,

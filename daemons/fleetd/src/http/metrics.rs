@@ -143,6 +143,7 @@ pub async fn render(state: &AppState) -> String {
     let _ = writeln!(out, "wrale_http_request_duration_seconds_count {count}");
     crate::telemetry::render_metrics(state, &mut out);
     crate::twins::render_metrics(state, &mut out);
+    crate::intel::render_metrics(state, &mut out);
     crate::orchestrate::render_metrics(state, &mut out).await;
     out
 }

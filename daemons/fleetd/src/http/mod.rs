@@ -138,6 +138,7 @@ pub fn api_routes() -> ApiRoutes {
         .merge(events::routes())
         .merge(telemetry::routes())
         .merge(twins::routes())
+        .merge(crate::intel::api::routes())
         .merge(orchestrate::routes())
 }
 

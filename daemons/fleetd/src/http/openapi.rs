@@ -47,6 +47,7 @@ pub fn document() -> utoipa::openapi::OpenApi {
     doc.info.version = env!("CARGO_PKG_VERSION").to_owned();
     doc.merge(super::telemetry::openapi());
     doc.merge(super::twins::openapi());
+    doc.merge(crate::intel::api::openapi());
     doc.merge(super::orchestrate::openapi());
     doc
 }

@@ -6,6 +6,7 @@ mod backup;
 mod bad_input;
 mod enroll;
 mod events;
+mod intel;
 mod matrix;
 mod orchestrate;
 mod registry;
