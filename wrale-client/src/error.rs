@@ -47,6 +47,27 @@ impl Error {
         }
     }
 
+    /// The family of this error (for the bindings' exception classes): the
+    /// category of the code ([`wrale_core::ErrorCategory::from_code`]); a code
+    /// Wrale does not define falls back on the HTTP status (401/403 `Auth`, 404
+    /// `NotFound`, 409 `Conflict`, 422 `Policy`, other 4xx `InvalidInput`, 503/504
+    /// `Unavailable`, anything else `Internal`).
+    pub fn category(&self) -> wrale_core::ErrorCategory {
+        use wrale_core::ErrorCategory;
+        if let Some(c) = ErrorCategory::from_code(self.code()) {
+            return c;
+        }
+        match self.status() {
+            Some(401 | 403) => ErrorCategory::Auth,
+            Some(404) => ErrorCategory::NotFound,
+            Some(409) => ErrorCategory::Conflict,
+            Some(422) => ErrorCategory::Policy,
+            Some(400..=499) => ErrorCategory::InvalidInput,
+            Some(502..=504) => ErrorCategory::Unavailable,
+            _ => ErrorCategory::Internal,
+        }
+    }
+
     /// The HTTP status for [`Error::Api`], `None` otherwise.
     pub fn status(&self) -> Option<u16> {
         match self {
@@ -155,5 +176,48 @@ mod tests {
             "invalid_argument"
         );
         assert_eq!(Error::Decode("x".into()).status(), None);
+    }
+
+    #[test]
+    fn categories_from_codes_then_status() {
+        use wrale_core::ErrorCategory;
+        let api = |status, code: &str| Error::Api {
+            status,
+            code: code.into(),
+            message: "m".into(),
+            details: serde_json::Map::new(),
+        };
+        assert_eq!(api(401, "unauthorized").category(), ErrorCategory::Auth);
+        assert_eq!(api(403, "forbidden").category(), ErrorCategory::Auth);
+        assert_eq!(api(404, "not_found").category(), ErrorCategory::NotFound);
+        assert_eq!(
+            api(422, "policy_violation").category(),
+            ErrorCategory::Policy
+        );
+        assert_eq!(
+            api(409, "device_offline").category(),
+            ErrorCategory::Unavailable
+        );
+        assert_eq!(
+            api(400, "invalid_body").category(),
+            ErrorCategory::InvalidInput
+        );
+        // Codes Wrale does not define: by status.
+        assert_eq!(api(404, "http_404").category(), ErrorCategory::NotFound);
+        assert_eq!(api(418, "teapot").category(), ErrorCategory::InvalidInput);
+        assert_eq!(api(502, "http_502").category(), ErrorCategory::Unavailable);
+        assert_eq!(api(500, "boom").category(), ErrorCategory::Internal);
+        assert_eq!(
+            Error::Transport("x".into()).category(),
+            ErrorCategory::Unavailable
+        );
+        assert_eq!(
+            Error::Decode("x".into()).category(),
+            ErrorCategory::Internal
+        );
+        assert_eq!(
+            Error::InvalidArgument("x".into()).category(),
+            ErrorCategory::InvalidInput
+        );
     }
 }

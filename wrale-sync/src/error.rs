@@ -81,5 +81,88 @@ pub enum Error {
     Io(#[from] std::io::Error),
 }
 
+impl Error {
+    /// The stable snake_case code (`config_rejected`, `unknown_field`, ...), shared
+    /// by the bindings.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Error::Automerge(_) => "automerge",
+            Error::Decode { .. } => "decode_error",
+            Error::Envelope(_) => "bad_frame",
+            Error::Schema(_) => "schema",
+            Error::SchemaTooNew { .. } => "schema_too_new",
+            Error::InvalidField { .. } => "invalid_field",
+            Error::UnknownField(_) => "unknown_field",
+            Error::Rejected(_) => "config_rejected",
+            Error::EpochMismatch { .. } => "epoch_mismatch",
+            Error::WrongDevice { .. } => "wrong_device",
+            Error::OpenConflicts(_) => "open_conflicts",
+            Error::UnknownVersion(_) => "unknown_version",
+            Error::Store(_) => "sync_store",
+            Error::Transport(_) => "transport",
+            Error::Telemetry(_) => "telemetry",
+            Error::Io(_) => "sync_io",
+        }
+    }
+
+    /// The family of this error (for the bindings' exception classes): a refused
+    /// desired config is `Policy`, a bad field `InvalidInput`, an unknown version
+    /// `NotFound`, twins that cannot meet `Conflict`, a failed link `Unavailable`,
+    /// everything else `Sync`.
+    pub fn category(&self) -> wrale_core::ErrorCategory {
+        use wrale_core::ErrorCategory;
+        match self {
+            Error::Rejected(_) => ErrorCategory::Policy,
+            Error::InvalidField { .. } | Error::UnknownField(_) => ErrorCategory::InvalidInput,
+            Error::UnknownVersion(_) => ErrorCategory::NotFound,
+            Error::EpochMismatch { .. } | Error::WrongDevice { .. } | Error::OpenConflicts(_) => {
+                ErrorCategory::Conflict
+            }
+            Error::Transport(_) => ErrorCategory::Unavailable,
+            _ => ErrorCategory::Sync,
+        }
+    }
+}
+
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wrale_core::ErrorCategory;
+
+    #[test]
+    fn codes_and_categories_agree() {
+        let cases = [
+            (Error::UnknownField("x".into()), ErrorCategory::InvalidInput),
+            (Error::OpenConflicts(2), ErrorCategory::Conflict),
+            (Error::UnknownVersion("ab".into()), ErrorCategory::NotFound),
+            (
+                Error::Transport("closed".into()),
+                ErrorCategory::Unavailable,
+            ),
+            (Error::Store("disk".into()), ErrorCategory::Sync),
+            (
+                Error::Decode {
+                    what: "sync message",
+                    reason: "short".into(),
+                },
+                ErrorCategory::Sync,
+            ),
+            (
+                Error::Rejected(Rejection::new("board_floor", "warn_c above the floor")),
+                ErrorCategory::Policy,
+            ),
+        ];
+        for (e, category) in cases {
+            assert_eq!(e.category(), category, "{e}");
+            assert_eq!(
+                ErrorCategory::from_code(e.code()),
+                Some(category),
+                "{}",
+                e.code()
+            );
+        }
+    }
+}

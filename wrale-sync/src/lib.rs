@@ -28,6 +28,8 @@ pub mod agent;
 mod author;
 mod command;
 mod config;
+#[cfg(feature = "embedded")]
+pub mod embedded;
 mod envelope;
 mod epoch;
 mod error;

@@ -1,0 +1,152 @@
+"""End to end against a real fleetd: the client (sync and asyncio), the event
+stream with its stop handle, and a Python-hosted device that enrolls, syncs its
+twin, ships telemetry, applies fleet config and answers commands."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, TypeVar
+
+import pytest
+
+import wrale
+from conftest import FleetServer
+
+T = TypeVar("T")
+
+
+def eventually(f: Callable[[], T], timeout: float = 20.0, what: str = "") -> T:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        try:
+            last = f()
+            if last:
+                return last
+        except wrale.WraleError as e:
+            last = e
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what or f}: last {last!r}")
+
+
+def test_auth_and_not_found_errors(fleetd: FleetServer) -> None:
+    with pytest.raises(wrale.AuthError) as e:
+        wrale.Fleet(fleetd.url, "wrt_wrong").devices()
+    assert e.value.code == "unauthorized"
+    assert e.value.details is not None and e.value.details["status"] == 401
+    fleet = wrale.Fleet(fleetd.url, fleetd.token)
+    with pytest.raises(wrale.NotFound) as nf:
+        fleet.device("no-such-device")
+    assert nf.value.code == "not_found"
+    with pytest.raises(wrale.InvalidInput):
+        fleet.create_group("Bad Group")
+
+
+def test_login_groups_config_audit(fleetd: FleetServer) -> None:
+    fleet = wrale.Fleet(fleetd.url)
+    fleet.ready()
+    session = fleet.login("admin", fleetd.password)
+    assert session["user"]["role"] == "admin"
+    assert fleet.whoami()["name"] == "admin"
+    fleet.create_group("py-lab", name="Python lab")
+    assert "py-lab" in [g["id"] for g in fleet.groups()]
+    assert fleet.group("py-lab")["name"] == "Python lab"
+    with pytest.raises(wrale.ConflictError) as dup:
+        fleet.create_group("py-lab")
+    assert dup.value.code == "conflict"
+    fleet.set_config({"fan_profile": "balance"}, "group", "py-lab")
+    assert fleet.config("group", "py-lab")["fan_profile"] == "balance"
+    audit = fleet.audit(target="py-lab")
+    assert audit, "creating a group is audited"
+    assert isinstance(fleet.alerts(), list)
+
+
+def test_python_device_joins_the_fleet(fleetd: FleetServer, tmp_path: Path) -> None:
+    fleet = wrale.Fleet(fleetd.url, fleetd.token)
+    fleet.create_group("py-devices")
+    enrollment = fleet.create_enrollment_token(group="py-devices", uses=1, expires_in="1h")
+    events = fleet.events(kinds=["device", "twin"])
+    seen: list[dict[str, Any]] = []
+
+    def follow() -> None:
+        for event in events:
+            seen.append(event)
+
+    reader = threading.Thread(target=follow)
+    reader.start()
+
+    board = wrale.Board.sim(seed=5, load_pct=70.0, ambient_c=30.0)
+    dev = wrale.Device.enroll(
+        board,
+        tmp_path,
+        fleet_url=fleetd.url,
+        enrollment_token=enrollment["token"],
+        device_id="py-sim-1",
+        labels={"lang": "python"},
+        interval=0.05,
+    )
+    try:
+        # Enrolled: in the device list, in its group, with its labels.
+        devices = eventually(lambda: [d for d in fleet.devices(labels={"lang": "python"}) if d["id"] == "py-sim-1"])
+        assert devices[0]["group"] == "py-devices"
+        assert [d["id"] for d in fleet.devices(group="py-devices")] == ["py-sim-1"]
+        # The credential is kept: a second enroll of the same data dir reuses it.
+        assert (tmp_path / "fleet-credential").read_text().startswith("wrd_")
+        # Connected, and the twin's reported readings reach fleetd.
+        eventually(lambda: dev.agent_status["connected"], what="agent connected")
+        twin = eventually(lambda: (t := fleet.twin("py-sim-1"))["reported"].get("readings", {}).get("cpu_temp_c") and t,
+                          what="reported readings in fleetd")
+        assert twin["reported"]["readings"]["cpu_temp_c"] > 20
+        # Telemetry shipped and acknowledged, queryable in fleetd.
+        eventually(lambda: dev.agent_status["telemetry_acked"] > 0, what="telemetry acked")
+        points = eventually(lambda: fleet.telemetry("py-sim-1", "cpu_temp_c", resolution="raw")["points"],
+                            what="telemetry points")
+        assert points
+        # Fleet config reaches the device and changes its policy.
+        fleet.set_config({"warn_c": 62.0}, "device", "py-sim-1")
+        eventually(lambda: dev.thresholds["warn_c"] == 62.0, what="warn_c applied on the device")
+        assert dev.desired["warn"] == 62.0
+        # Commands: executed on the board, or refused by the device's engine.
+        done = fleet.send_command("py-sim-1", {"type": "set_fan_duty", "fan": "fan0", "duty_pct": 100.0}, "test")
+        assert done["status"] == "done", done
+        assert board.fan_duty("fan0") == 100.0
+        refused = fleet.send_command("py-sim-1", {"type": "reboot"}, "test")
+        assert refused["status"] == "refused" and refused["code"] == "unsupported"
+        # The event stream saw the device.
+        eventually(lambda: any(e.get("device") == "py-sim-1" for e in seen), what="events of py-sim-1")
+    finally:
+        events.close()
+        reader.join(timeout=10)
+        dev.stop()
+    assert not reader.is_alive(), "close() stops a blocked iterator"
+    assert events.ended
+
+
+def test_asyncio_client_and_event_stream(fleetd: FleetServer) -> None:
+    async def main() -> None:
+        fleet = wrale.AsyncFleet(fleetd.url, fleetd.token)
+        who, devices = await asyncio.gather(fleet.whoami(), fleet.devices())
+        assert who["role"] == "admin"
+        assert isinstance(devices, list)
+        stream = await fleet.events(kinds=["audit"])
+        received: list[dict[str, Any]] = []
+
+        async def consume() -> None:
+            async for event in stream:
+                received.append(event)
+
+        task = asyncio.create_task(consume())
+        await asyncio.sleep(0.3)
+        await fleet.create_group("py-async")
+        for _ in range(100):
+            if received:
+                break
+            await asyncio.sleep(0.1)
+        await stream.close()
+        await asyncio.wait_for(task, timeout=5)
+        assert received and received[0]["kind"] == "audit"
+
+    asyncio.run(main())
