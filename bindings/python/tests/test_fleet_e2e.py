@@ -58,9 +58,9 @@ def test_login_groups_config_audit(fleetd: FleetServer) -> None:
         fleet.create_group("py-lab")
     assert dup.value.code == "conflict"
     fleet.set_config({"fan_profile": "balance"}, "group", "py-lab")
-    assert fleet.config("group", "py-lab")["fan_profile"] == "balance"
-    audit = fleet.audit(target="py-lab")
-    assert audit, "creating a group is audited"
+    assert fleet.config("group", "py-lab")["fields"]["fan_profile"] == "balance"
+    audit = fleet.audit(target="group:py-lab")
+    assert [a["action"] for a in audit if a["action"] == "group.create"], audit
     assert isinstance(fleet.alerts(), list)
 
 
@@ -97,12 +97,16 @@ def test_python_device_joins_the_fleet(fleetd: FleetServer, tmp_path: Path) -> N
         assert (tmp_path / "fleet-credential").read_text().startswith("wrd_")
         # Connected, and the twin's reported readings reach fleetd.
         eventually(lambda: dev.agent_status["connected"], what="agent connected")
-        twin = eventually(lambda: (t := fleet.twin("py-sim-1"))["reported"].get("readings", {}).get("cpu_temp_c") and t,
+        twin = eventually(lambda: (t := fleet.twin("py-sim-1"))["reported"].get("reading.cpu_temp_c") and t,
                           what="reported readings in fleetd")
-        assert twin["reported"]["readings"]["cpu_temp_c"] > 20
+        assert twin["reported"]["reading.cpu_temp_c"] > 20
+        assert twin["reported"]["config.accepted"] is True
         # Telemetry shipped and acknowledged, queryable in fleetd.
         eventually(lambda: dev.agent_status["telemetry_acked"] > 0, what="telemetry acked")
-        points = eventually(lambda: fleet.telemetry("py-sim-1", "cpu_temp_c", resolution="raw")["points"],
+        # Stamped with the sim board's virtual clock (from 2026-01-01T00:00:00Z).
+        start_ms = 1_767_225_600_000
+        points = eventually(lambda: fleet.telemetry("py-sim-1", "cpu_temp_c", from_ms=start_ms,
+                                                    to_ms=board.now_ms() + 1_000, resolution="raw")["points"],
                             what="telemetry points")
         assert points
         # Fleet config reaches the device and changes its policy.
@@ -113,8 +117,12 @@ def test_python_device_joins_the_fleet(fleetd: FleetServer, tmp_path: Path) -> N
         done = fleet.send_command("py-sim-1", {"type": "set_fan_duty", "fan": "fan0", "duty_pct": 100.0}, "test")
         assert done["status"] == "done", done
         assert board.fan_duty("fan0") == 100.0
-        refused = fleet.send_command("py-sim-1", {"type": "reboot"}, "test")
-        assert refused["status"] == "refused" and refused["code"] == "unsupported"
+        # A refusal by the device comes back as fleetd's 422 policy_violation.
+        with pytest.raises(wrale.PolicyViolation) as refused:
+            fleet.send_command("py-sim-1", {"type": "reboot"}, "test")
+        assert refused.value.code == "policy_violation"
+        assert "set_fan_duty" in refused.value.message
+        assert refused.value.details is not None and refused.value.details["status"] == 422
         # The event stream saw the device.
         eventually(lambda: any(e.get("device") == "py-sim-1" for e in seen), what="events of py-sim-1")
     finally:

@@ -5,6 +5,28 @@
 import os
 from typing import Any, Callable, Optional, final
 
+__all__ = [
+    "__version__",
+    "WraleError",
+    "PolicyViolation",
+    "HardwareError",
+    "SyncError",
+    "AuthError",
+    "NotFound",
+    "InvalidInput",
+    "ConflictError",
+    "Unavailable",
+    "InternalError",
+    "Sample",
+    "Board",
+    "SafetyEngine",
+    "Twin",
+    "SyncSession",
+    "Client",
+    "EventStream",
+    "Device",
+]
+
 __version__: str
 
 class WraleError(Exception):
