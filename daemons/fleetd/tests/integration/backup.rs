@@ -1,11 +1,8 @@
 //! `fleetd backup` while the server runs and takes writes, `fleetd restore` into a
 //! fresh directory and over an existing one (`--force`), and a server started on
 //! the restored data that has every user, token, device, group, audit entry,
-//! credential and telemetry point (raw and rolled up) of before the backup.
-//!
-//! Not covered yet: twin versions (the twin hub is not wired into fleetd yet; its
-//! store is a SQLite file in the data directory like the others and goes through
-//! the same `VACUUM INTO` path).
+//! credential, telemetry point (raw and rolled up), config layer and twin version
+//! (the same heads, the same history with its authors) of before the backup.
 
 use std::path::Path;
 use std::process::Output;
@@ -70,6 +67,11 @@ struct Seen {
     groups: Value,
     raw_pi1: Value,
     minutes_pi1: Value,
+    /// The whole twin of each device (`version` = its heads, desired, reported, epoch).
+    twins: Vec<Value>,
+    /// Each device's twin history (version hashes, authors, summaries).
+    histories: Vec<Value>,
+    layers: Vec<Value>,
 }
 
 async fn seen(c: &Client, srv: &TestServer, token: &str, range: &str) -> Seen {
@@ -92,6 +94,18 @@ async fn seen(c: &Client, srv: &TestServer, token: &str, range: &str) -> Seen {
         groups: get(c, srv, token, "/api/v1/groups").await,
         raw_pi1: get(c, srv, token, &tel("raw")).await["points"].clone(),
         minutes_pi1: get(c, srv, token, &tel("1m")).await["points"].clone(),
+        twins: vec![
+            get(c, srv, token, "/api/v1/devices/pi-1/twin").await,
+            get(c, srv, token, "/api/v1/devices/pi-2/twin").await,
+        ],
+        histories: vec![
+            get(c, srv, token, "/api/v1/devices/pi-1/history?limit=1000").await,
+            get(c, srv, token, "/api/v1/devices/pi-2/history?limit=1000").await,
+        ],
+        layers: vec![
+            get(c, srv, token, "/api/v1/config/groups/lab").await,
+            get(c, srv, token, "/api/v1/config/devices/pi-2").await,
+        ],
     }
 }
 
@@ -143,6 +157,39 @@ async fn backup_while_running_restores_everything() {
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
+    // Twin versions: a group layer reaches both twins, a device layer and a
+    // rollback add versions to pi-2's.
+    for (path, body) in [
+        ("/api/v1/config/groups/lab", json!({"fan_profile": "cool"})),
+        ("/api/v1/config/devices/pi-2", json!({"warn_c": 65})),
+        ("/api/v1/config/devices/pi-2", json!({"fan_profile": "max"})),
+    ] {
+        let r = c
+            .patch(a.url(path))
+            .bearer_auth(&admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK, "PATCH {path}");
+    }
+    let h = get(&c, &a, &admin, "/api/v1/devices/pi-2/history").await;
+    // Back to the version that set warn_c (before fan_profile = max).
+    let warn_version = h["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["summary"].as_str().unwrap_or("").contains("warn_c"))
+        .unwrap_or_else(|| panic!("a warn_c version in {h}"))["version"]
+        .clone();
+    post(
+        &c,
+        &a,
+        &admin,
+        "/api/v1/devices/pi-2/rollback",
+        json!({"version": warn_version}),
+    )
+    .await;
     let start = recent_minute();
     let first = wrale_sync::telemetry::encode_batch("pi-1", &points(start, 120, 40.0));
     assert_eq!(
@@ -164,6 +211,19 @@ async fn backup_while_running_restores_everything() {
     let range = format!("from={start}&to={}", start + 1_200_000);
     let before = seen(&c, &a, &admin, &range).await;
     assert_eq!(before.raw_pi1.as_array().unwrap().len(), 120);
+    assert_eq!(
+        before.twins[1]["desired"]["fan_profile"], "cool",
+        "rolled back"
+    );
+    let versions = |i: usize| before.histories[i]["items"].as_array().unwrap().len();
+    assert!(
+        versions(0) >= 2 && versions(1) >= 4,
+        "{:?}",
+        before.histories
+    );
+    for t in &before.twins {
+        assert!(!t["version"].as_array().unwrap().is_empty(), "{t}");
+    }
     let audit_before = audit(&c, &a, &admin).await;
     assert!(audit_before.len() >= 8, "{audit_before:?}");
 
@@ -232,7 +292,7 @@ async fn backup_while_running_restores_everything() {
         "restore: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    for f in ["fleet.db", "telemetry.db"] {
+    for f in ["fleet.db", "telemetry.db", "twins.db"] {
         assert!(fresh.join(f).is_file(), "{f} restored");
     }
     let out = fleetd(&["restore", "--from", &s(&file), "--data-dir", &s(&fresh)]);
@@ -282,6 +342,11 @@ async fn backup_while_running_restores_everything() {
     b.admin_token = admin.clone();
 
     let after = seen(&c, &b, &admin, &range).await;
+    // Twin heads first, for a readable failure; then everything.
+    for (a, b) in after.twins.iter().zip(&before.twins) {
+        assert_eq!(a["version"], b["version"], "twin heads of {}", b["device"]);
+    }
+    assert_eq!(after.histories, before.histories);
     assert_eq!(after, before);
     let audit_after = audit(&c, &b, &admin).await;
     for e in &audit_before {
