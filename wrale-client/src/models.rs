@@ -18,6 +18,13 @@ pub use wrale_core::fleet::registry::{DeviceRecord as Device, DeviceStatus, Heal
 pub use wrale_core::model::Severity;
 pub use wrale_core::model::{Command, DeviceId, GroupId, Location};
 
+// Fleet intelligence (analysis, fleet alerts, silences, dead letters).
+pub use crate::api::analysis::{
+    DeviceAnalysisReport, DeviceScore, FleetAnalysisReport, HotSpots, NewSilence, OpenFleetAlert,
+};
+pub use wrale_core::fleet::alerting::{Delivery, Silence, SilenceMatch};
+pub use wrale_core::fleet::analyzer::{Anomaly, DeviceAnalysis, GroupHealth, HealthScope, HotSpot};
+
 /// A JSON object (config layers, twin sections).
 pub type JsonMap = Map<String, Value>;
 

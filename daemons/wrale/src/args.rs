@@ -87,6 +87,9 @@ pub enum Command {
     /// Config rollouts in waves, gated on physical health.
     #[command(subcommand)]
     Rollout(RolloutCmd),
+    /// The fleet analyzer: per-device health and evidence, scopes, hot spots.
+    #[command(subcommand)]
+    Analysis(AnalysisCmd),
     /// Print a shell completion script.
     Completions {
         /// The shell.
@@ -330,6 +333,65 @@ pub enum AlertCmd {
         /// Alert id.
         id: i64,
     },
+    /// Open fleet alerts of the analyzer's rules (with the silences holding them).
+    Fleet,
+    /// Silence windows for fleet alerts (no webhook delivery while they last).
+    #[command(subcommand)]
+    Silence(SilenceCmd),
+    /// Webhook deliveries given up (dead letters).
+    DeadLetters {
+        /// Remove this dead letter instead of listing.
+        #[arg(long, value_name = "ID")]
+        delete: Option<u64>,
+    },
+}
+
+/// `wrale alert silence ...`.
+#[derive(Debug, Subcommand)]
+pub enum SilenceCmd {
+    /// List silences in force or to come.
+    List,
+    /// Create a silence (at least one of --rule, --device, --key-prefix).
+    Create {
+        /// Only alerts of this rule (`hot_spot`, `fan_failing`, ...).
+        #[arg(long)]
+        rule: Option<String>,
+        /// Only alerts about this device.
+        #[arg(long)]
+        device: Option<String>,
+        /// Only alerts whose key starts with this.
+        #[arg(long)]
+        key_prefix: Option<String>,
+        /// How long (`2h`, `30m`); default 1h unless --until is given.
+        #[arg(long = "for", value_name = "DURATION")]
+        duration: Option<String>,
+        /// End time (RFC 3339), instead of --for.
+        #[arg(long, value_name = "TIME", value_parser = parse_time)]
+        until: Option<wrale_core::Timestamp>,
+        /// Why.
+        #[arg(long, default_value = "")]
+        comment: String,
+    },
+    /// Remove a silence.
+    Delete {
+        /// Silence id (`sil-...`).
+        id: String,
+    },
+}
+
+/// `wrale analysis ...`.
+#[derive(Debug, Subcommand)]
+pub enum AnalysisCmd {
+    /// What the analyzer says about one device (trend, headroom, fan, supply,
+    /// storage, health factors, anomalies).
+    Show {
+        /// Device id.
+        device: String,
+    },
+    /// Health per device and per fleet, site, rack and group.
+    Fleet,
+    /// Racks and shelves hotter than the rest of the fleet at comparable load.
+    Hotspots,
 }
 
 /// `wrale enroll ...`.

@@ -70,6 +70,9 @@ pub(crate) async fn alert(ctx: &Ctx, cmd: AlertCmd) -> CliResult {
                 serde_json::to_value(a).unwrap_or_default(),
             )
         }
+        AlertCmd::Fleet | AlertCmd::Silence(_) | AlertCmd::DeadLetters { .. } => {
+            super::analysis::alert(ctx, cmd).await
+        }
         AlertCmd::Clear { id } => {
             let a = ctx.client.clear_alert(id).await?;
             done(

@@ -1,6 +1,7 @@
 //! Command implementations, one module per noun.
 
 mod access;
+mod analysis;
 mod config;
 mod device;
 mod events;
@@ -80,6 +81,7 @@ pub(crate) async fn run(cli: Cli) -> CliResult {
         Command::Placement(c) => workload::placement(&ctx, c).await,
         Command::Recommend(c) => workload::recommend(&ctx, c).await,
         Command::Rollout(c) => rollout::run(&ctx, c).await,
+        Command::Analysis(c) => analysis::run(&ctx, c).await,
         Command::Login(_) | Command::Completions { .. } => Ok(()),
     }
 }
