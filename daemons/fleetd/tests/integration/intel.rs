@@ -506,3 +506,148 @@ async fn bad_intel_config_is_refused_with_the_key() {
         assert_eq!(e.key(), Some(key), "{e}");
     }
 }
+
+fn hook_config(ok: &Receiver, rules: &str) -> String {
+    format!(
+        "[intel]\ninterval = \"200ms\"\n\n{rules}\n[[intel.webhooks]]\nid = \"ops\"\nurl = \"{}\"\n",
+        ok.url()
+    )
+}
+
+fn kinds(r: &Receiver, prefix: &str) -> Vec<String> {
+    r.about(prefix)
+        .iter()
+        .map(|b| b["notification"]["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Device alerts (here raised by an operator about devices; twins' alerts take the
+/// same path) join the alert book: delivered, counted for a rack storm, and
+/// clearing one in the alert list resolves it in the book.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn device_alerts_join_the_book_and_make_a_rack_storm() {
+    let ok = Receiver::start(StatusCode::OK).await;
+    let rules = r#"
+[[intel.rules]]
+id = "device"
+severity = "warning"
+condition = { kind = "device_alert", min_severity = "warning" }
+
+[[intel.rules]]
+id = "storm"
+severity = "critical"
+condition = { kind = "rack_storm", min_devices = 2, min_fraction = 0.5 }
+"#;
+    let f = Fleet::start_with(&hook_config(&ok, rules)).await;
+    let admin = f.admin().to_owned();
+    for id in ["a1", "a2", "a3"] {
+        f.enroll(id, json!({"site": "lab", "rack": "r1"})).await;
+    }
+    let mut ids = Vec::new();
+    for d in ["a1", "a2"] {
+        let rec = f
+            .post(
+                "/api/v1/alerts",
+                &admin,
+                json!({"device": d, "code": "thermal_warning", "severity": "warning", "message": format!("{d} hot")}),
+            )
+            .await;
+        ids.push(rec["id"].as_i64().unwrap());
+    }
+    until("the rack storm at the webhook", || {
+        !ok.about("storm/rack:lab/r1").is_empty()
+    })
+    .await;
+    let storm = &ok.about("storm/rack:lab/r1")[0]["notification"]["alert"];
+    assert_eq!(storm["severity"], "critical");
+    assert!(
+        storm["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("2 of 3 devices"),
+        "{storm}"
+    );
+    until("both device alerts at the webhook", || {
+        ok.about("device:thermal_warning/").len() == 2
+    })
+    .await;
+    // The storm is in the alert list once; the device alerts are not doubled.
+    let alerts = f.get("/api/v1/alerts?state=active", &admin).await;
+    let keys: Vec<&str> = alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys.len(), 3, "{alerts}");
+    assert!(keys.contains(&"fleet:storm/rack:lab/r1"), "{alerts}");
+    assert!(
+        !keys.iter().any(|k| k.starts_with("fleet:device")),
+        "{alerts}"
+    );
+
+    // Clearing a1's alert in the list resolves it in the book (delivered), and
+    // the storm (1 of 3 left) resolves at the next pass.
+    f.post(
+        &format!("/api/v1/alerts/{}/clear", ids[0]),
+        &admin,
+        json!({}),
+    )
+    .await;
+    until("the storm resolved", || {
+        kinds(&ok, "storm/rack:lab/r1") == ["raised", "resolved"]
+    })
+    .await;
+    assert_eq!(
+        kinds(&ok, "device:thermal_warning/device:a1"),
+        ["raised", "resolved"]
+    );
+    assert_eq!(kinds(&ok, "device:thermal_warning/device:a2"), ["raised"]);
+    let alerts = f.get("/api/v1/alerts?state=active", &admin).await;
+    let keys: Vec<&str> = alerts["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["key"].as_str().unwrap())
+        .collect();
+    assert_eq!(keys, ["a2/thermal_warning"], "{alerts}");
+}
+
+/// A device not heard of for longer than the rule's time is offline; fresh
+/// telemetry resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn offline_devices_alert_and_resolve_when_heard_of() {
+    let ok = Receiver::start(StatusCode::ACCEPTED).await;
+    let rules = r#"
+[[intel.rules]]
+id = "offline"
+severity = "warning"
+condition = { kind = "offline", after = "3s" }
+"#;
+    let f = Fleet::start_with(&hook_config(&ok, rules)).await;
+    let cred = f.enroll("quiet-1", json!({})).await;
+    until("quiet-1 offline", || {
+        !ok.about("offline/device:quiet-1").is_empty()
+    })
+    .await;
+    let n = &ok.about("offline/device:quiet-1")[0]["notification"];
+    assert_eq!(n["kind"], "raised");
+    assert!(
+        n["alert"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("offline since "),
+        "{n}"
+    );
+    // Points sent continuously keep it online; the alert resolves.
+    let mut resolved = false;
+    for _ in 0..100 {
+        send(&f, &cred, "quiet-1", &rack_points(1, 40.0)).await;
+        if kinds(&ok, "offline/device:quiet-1") == ["raised", "resolved"] {
+            resolved = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(resolved, "{:?}", ok.bodies());
+}
