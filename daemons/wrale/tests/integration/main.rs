@@ -5,5 +5,6 @@
 mod access;
 mod devices;
 mod events;
+mod orchestrate;
 mod support;
 mod usage;
