@@ -26,16 +26,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
-use wrale_core::fleet::analyzer::{
-    AnalyzerConfig, DeviceWindow, FleetAnalysis, TelemetryPoint, analyze_fleet,
-};
+use wrale_core::fleet::analyzer::FleetAnalysis;
 use wrale_core::fleet::optimizer::OptimizerPolicy;
 use wrale_core::fleet::registry::DeviceRecord;
 use wrale_core::fleet::scheduler::{Decision, Node, SchedulerConfig};
-use wrale_core::fleet::telemetry::TimeRange;
-use wrale_core::model::ThrottleFlags;
 use wrale_core::time::duration_str;
-use wrale_core::units::{Amps, Celsius, Percent, Rpm, Volts, Watts};
 use wrale_core::{BoardProfile, DeviceId, Timestamp};
 use wrale_sync::{Author, FieldPath, FieldValue};
 
@@ -56,9 +51,6 @@ pub struct OrchestrateConfig {
     /// How often running rollouts are stepped (gates checked, waves advanced).
     #[serde(with = "duration_str")]
     pub rollout_tick: Duration,
-    /// Telemetry window the analysis behind headroom and health gates looks at.
-    #[serde(with = "duration_str")]
-    pub analysis_window: Duration,
     /// `[orchestrate.scheduler]`: placement and eviction margins.
     pub scheduler: SchedulerConfig,
     /// `[orchestrate.optimizer]`: targets and `auto_apply` (`never`,
@@ -71,7 +63,6 @@ impl Default for OrchestrateConfig {
         Self {
             scheduler_interval: Duration::from_secs(30),
             rollout_tick: Duration::from_secs(5),
-            analysis_window: Duration::from_secs(3600),
             scheduler: SchedulerConfig::default(),
             optimizer: OptimizerPolicy::default(),
         }
@@ -87,9 +78,6 @@ impl OrchestrateConfig {
         }
         if self.rollout_tick < Duration::from_millis(20) {
             return bad("rollout_tick", "must be at least 20ms");
-        }
-        if self.analysis_window < Duration::from_secs(10) {
-            return bad("analysis_window", "must be at least 10s");
         }
         let s = &self.scheduler;
         if !(s.evict_margin_c.is_finite() && s.place_margin_c.is_finite())
@@ -235,83 +223,12 @@ pub(crate) async fn devices(s: &AppState) -> Result<Vec<DeviceRecord>, ApiError>
     Ok(all.into_iter().filter(|d| !d.revoked).collect())
 }
 
-/// Metrics read from telemetry for the analysis.
-const METRICS: [&str; 9] = [
-    "cpu_temp_c",
-    "ambient_temp_c",
-    "cpu_load_pct",
-    "power_w",
-    "supply_v",
-    "current_a",
-    "fan_duty_pct",
-    "fan_rpm",
-    "throttle_bits",
-];
-
-/// The analyzer's points of one device over `range`, from the telemetry store
-/// (raw tier). Blocking.
-pub(crate) fn telemetry_points(
-    s: &AppState,
-    device: &DeviceId,
-    range: &TimeRange,
-) -> Vec<TelemetryPoint> {
-    let store = s.telemetry.store();
-    let mut by_t: BTreeMap<Timestamp, TelemetryPoint> = BTreeMap::new();
-    for m in METRICS {
-        let Ok(series) = store.raw(device, m, range, 100_000) else {
-            continue;
-        };
-        for (t, v) in series {
-            let p = by_t.entry(t).or_insert_with(|| TelemetryPoint::at(t));
-            match m {
-                "cpu_temp_c" => p.cpu_temp = Some(Celsius(v)),
-                "ambient_temp_c" => p.ambient = Some(Celsius(v)),
-                "cpu_load_pct" => p.cpu_load = Percent::new(v).ok(),
-                "power_w" => p.power = Some(Watts(v)),
-                "supply_v" => p.supply_voltage = Some(Volts(v)),
-                "current_a" => p.current = Some(Amps(v)),
-                "fan_duty_pct" => p.fan_duty = Percent::new(v).ok(),
-                "fan_rpm" => p.fan_rpm = Some(Rpm(v)),
-                _ => {
-                    let f = ThrottleFlags::from_bits(v as u32);
-                    p.throttled = f.throttled || f.soft_temp_limit;
-                    p.under_voltage = f.under_voltage || f.under_voltage_occurred;
-                }
-            }
-        }
-    }
-    by_t.into_values().collect()
-}
-
-/// The fleet analysis over the configured window, from the telemetry store.
-pub(crate) async fn analysis(
-    s: &AppState,
-    devices: &[DeviceRecord],
-) -> Result<Arc<FleetAnalysis>, ApiError> {
-    let window = s.config().orchestrate.analysis_window;
-    let to = now();
-    let from = Timestamp::from_millis(to.as_millis() - window.as_millis() as i64);
-    let range = TimeRange::new(from, Timestamp::from_millis(to.as_millis() + 1))
-        .map_err(|e| ApiError::internal(e.to_string()))?;
-    let (st, devs) = (s.clone(), devices.to_vec());
-    tokio::task::spawn_blocking(move || {
-        let windows: Vec<DeviceWindow> = devs
-            .iter()
-            .map(|d| {
-                let mut w = DeviceWindow::new(
-                    d.id.clone(),
-                    d.model,
-                    d.location.clone(),
-                    telemetry_points(&st, &d.id, &range),
-                );
-                w.group = d.group.clone();
-                w
-            })
-            .collect();
-        Arc::new(analyze_fleet(&windows, &AnalyzerConfig::default(), to))
-    })
-    .await
-    .map_err(|e| ApiError::internal(format!("analysis task: {e}")))
+/// The latest fleet analysis: fleetd's analyzer pass ([`crate::intel`], every
+/// `intel.interval` over `intel.window` of telemetry). Devices it has not
+/// analysed (no telemetry in the window, or `intel.enabled = false`) have no
+/// headroom figures and are unschedulable.
+pub(crate) fn analysis(s: &AppState) -> Arc<FleetAnalysis> {
+    s.analysis()
 }
 
 /// The scheduler's nodes: devices with thermal headroom figures are schedulable

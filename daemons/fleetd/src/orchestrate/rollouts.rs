@@ -302,7 +302,7 @@ pub async fn create(s: &AppState, who: &str, req: CreateRollout) -> Result<Value
     for d in &targets {
         crate::twins::check_planned(s, d, &change)?;
     }
-    let analysis = super::analysis(s, &targets).await?;
+    let analysis = super::analysis(s);
     let baseline: BTreeMap<DeviceId, f64> = analysis
         .devices
         .iter()
@@ -445,7 +445,7 @@ async fn observe(
         .iter()
         .filter_map(|t| all.iter().find(|d| d.id == t.device).cloned())
         .collect();
-    let analysis: std::sync::Arc<FleetAnalysis> = super::analysis(s, &targets).await?;
+    let analysis: std::sync::Arc<FleetAnalysis> = super::analysis(s);
     let from = r.state.created_at;
     let to = Timestamp::from_millis(now().as_millis() + 60_000);
     let range = TimeRange::new(from, to).map_err(|e| ApiError::internal(e.to_string()))?;

@@ -103,7 +103,7 @@ async fn input(
             .await
             .map_err(|e| ApiError::internal(format!("store task: {e}")))??;
     let devs = devices(s).await?;
-    let analysis = super::analysis(s, &devs).await?;
+    let analysis = super::analysis(s);
     let input = ScheduleInput {
         nodes: nodes(&devs, &analysis),
         workloads: workloads.into_iter().map(|w| w.spec).collect(),

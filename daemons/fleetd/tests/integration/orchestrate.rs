@@ -21,7 +21,9 @@ const CONFIG: &str = r#"
 [orchestrate]
 scheduler_interval = "200ms"
 rollout_tick = "100ms"
-analysis_window = "1h"
+
+[intel]
+interval = "200ms"
 "#;
 
 /// The real edge agent of one device (stops when dropped).
@@ -109,6 +111,15 @@ fn points_in(end_ms: i64, n: i64, cpu: f64, ambient: f64, bits: u32) -> Vec<Poin
         .collect()
 }
 
+/// Waits until fleetd's analyzer has a pass over `n` devices with telemetry.
+async fn wait_analysed(f: &Fleet, n: usize) {
+    eventually("the analyzer to see every device", 15, async || {
+        let v = f.get("/api/v1/analysis/fleet", f.admin()).await;
+        (v["devices"].as_array().unwrap().len() == n).then_some(())
+    })
+    .await;
+}
+
 async fn send(f: &Fleet, id: &str, cred: &str, pts: &[Point]) {
     let r = f
         .http
@@ -157,6 +168,7 @@ async fn workload_goes_to_the_device_with_headroom_and_moves_off_when_it_heats()
         send(&f, id, &cred, &points_in(end, 20, cpu, ambient, 0)).await;
         creds.push(cred);
     }
+    wait_analysed(&f, 3).await;
     // A viewer may not declare workloads.
     let body = json!({"name": "cam", "command": "cam.service", "cpu_pct": 20.0, "power_w": 2.0});
     let r = f
@@ -339,6 +351,7 @@ async fn fleet_with_agents(f: &Fleet, ids: &[&str]) -> Vec<(String, Device)> {
         let dev = agent(f, id, &cred);
         out.push((cred, dev));
     }
+    wait_analysed(f, ids.len()).await;
     for id in ids {
         eventually(&format!("{id} online"), 15, async || {
             (f.get(&format!("/api/v1/devices/{id}"), f.admin()).await["status"] == "online")
