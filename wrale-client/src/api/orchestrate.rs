@@ -16,7 +16,7 @@ impl Client {
     }
 
     /// `POST /workloads` (operator): declares a workload; the answer carries the
-    /// scheduler pass it triggered (`{workload, decisions, pending}`).
+    /// scheduler pass it triggered (`{workload, placements, pending}`).
     pub async fn create_workload(&self, workload: &Value) -> Result<Value> {
         self.call(Method::POST, &["workloads"], &[], Some(workload))
             .await

@@ -196,11 +196,12 @@ pub async fn list_workloads(State(s): State<AppState>, uri: Uri) -> Result<Json<
 
 /// `POST /api/v1/workloads` `{name, command?, cpu_pct, power_w, replicas?,
 /// priority?, constraints?: {labels, models, anti_affinity, spread_racks}}`:
-/// declares a workload and runs a scheduler pass at once; 201 with the workload
-/// and the pass's decisions.
+/// declares a workload and runs a scheduler pass at once; 201 with the workload,
+/// its placements (each with the decision that made it) and its replicas left
+/// pending (with why).
 #[utoipa::path(post, path = "/api/v1/workloads", tag = "orchestrate", security(("bearer" = [])),
     request_body(content = Object, description = "wrale_core::fleet::scheduler::Workload"),
-    responses((status = 201, description = "`{workload, decisions, pending}`"), (status = 400, description = "`invalid_body`"),
+    responses((status = 201, description = "`{workload, placements, pending}`"), (status = 400, description = "`invalid_body`"),
               (status = 409, description = "a workload with that name exists")))]
 pub async fn create_workload(
     State(s): State<AppState>,
@@ -230,9 +231,21 @@ pub async fn create_workload(
     )
     .await;
     let report = scheduler::run_pass(&s, "workload.create").await?;
+    let store = s.orchestrate.store()?;
+    let name = rec.spec.name.clone();
+    let placements: Vec<_> = blocking(move || store.placements())
+        .await?
+        .into_iter()
+        .filter(|p| p.placement.workload == name)
+        .collect();
+    let pending: Vec<_> = report
+        .pending
+        .into_iter()
+        .filter(|d| d.workload == rec.spec.name)
+        .collect();
     Ok((
         StatusCode::CREATED,
-        Json(json!({"workload": rec, "decisions": report.changes, "pending": report.pending})),
+        Json(json!({"workload": rec, "placements": placements, "pending": pending})),
     ))
 }
 

@@ -36,7 +36,7 @@ use wrale_sync::{Author, FieldPath, FieldValue};
 
 use crate::config::Config;
 use crate::error::ApiError;
-use crate::state::{AppState, now};
+use crate::state::{AppState, EventKind, now};
 use crate::twins::{Planned, check_planned, write_planned};
 
 pub use store::{ORCHESTRATE_DB, OrchestrateStore, PlacementRecord, WorkloadRecord};
@@ -112,6 +112,8 @@ struct Inner {
     last: Mutex<LastPass>,
     passes: AtomicU64,
     changes: AtomicU64,
+    /// Devices whose workload switches could not be written (retried next pass).
+    dirty: Mutex<BTreeSet<DeviceId>>,
 }
 
 /// What the latest scheduler pass left pending.
@@ -161,6 +163,20 @@ impl Orchestrator {
         }
     }
 
+    fn take_dirty(&self) -> BTreeSet<DeviceId> {
+        self.inner
+            .dirty
+            .lock()
+            .map(|mut d| std::mem::take(&mut *d))
+            .unwrap_or_default()
+    }
+
+    fn mark_dirty(&self, devices: Vec<DeviceId>) {
+        if let Ok(mut d) = self.inner.dirty.lock() {
+            d.extend(devices);
+        }
+    }
+
     async fn pass_lock(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.inner.pass.lock().await
     }
@@ -197,6 +213,34 @@ pub fn start(state: &AppState) {
             }
             if let Err(e) = scheduler::auto_apply(&s).await {
                 tracing::warn!("optimizer auto-apply failed: {}", e.message());
+            }
+        }
+    });
+    // A workload switch written by anyone (a twin rollback, a device, a layer)
+    // marks the device for the next pass, which repairs any drift from the
+    // placements.
+    let s = state.clone();
+    let mut events = state.events.subscribe();
+    tokio::spawn(async move {
+        loop {
+            let ev = tokio::select! {
+                () = s.shutdown.cancelled() => break,
+                ev = events.recv() => ev,
+            };
+            match ev {
+                Ok(ev) if ev.kind == EventKind::Twin => {
+                    let touches = ev.data["fields"].as_array().is_some_and(|f| {
+                        f.iter().any(|x| {
+                            x.as_str()
+                                .is_some_and(|x| x.starts_with("desired.workload."))
+                        })
+                    });
+                    if let (true, Some(d)) = (touches, ev.device.clone()) {
+                        s.orchestrate.mark_dirty(vec![d]);
+                    }
+                }
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
             }
         }
     });

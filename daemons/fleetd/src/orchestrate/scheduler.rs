@@ -62,34 +62,70 @@ fn by_device(placements: &[Placement]) -> BTreeMap<DeviceId, BTreeSet<String>> {
     m
 }
 
-/// Writes the workload switches that differ between `before` and `after` into
-/// the devices' twins as `who`.
+/// Brings the workload switches of every device that hosts or hosted a replica
+/// (and of those whose write failed in an earlier pass) in line with `after`:
+/// `workload.<name> = true` where a replica runs, `false` where a fleet workload
+/// is switched on without one. What the twin already holds is not written again,
+/// so a twin that drifted (a rollback, a failed write) is repaired by the next
+/// pass; a device whose write fails now is retried then.
 async fn write_switches(
     s: &AppState,
     devices: &[DeviceRecord],
     before: &[Placement],
     after: &[Placement],
     who: &str,
-) -> Result<(), ApiError> {
-    let (b, a) = (by_device(before), by_device(after));
-    let ids: BTreeSet<&DeviceId> = b.keys().chain(a.keys()).collect();
+) {
+    let wanted = by_device(after);
+    let names: BTreeSet<&str> = before
+        .iter()
+        .chain(after)
+        .map(|p| p.workload.as_str())
+        .collect();
+    let mut ids: BTreeSet<DeviceId> = before
+        .iter()
+        .chain(after)
+        .map(|p| p.device.clone())
+        .collect();
+    ids.extend(s.orchestrate.take_dirty());
     let empty = BTreeSet::new();
+    let mut failed = Vec::new();
     for id in ids {
-        let (was, now_on) = (b.get(id).unwrap_or(&empty), a.get(id).unwrap_or(&empty));
-        if was == now_on {
-            continue;
-        }
-        let Some(record) = devices.iter().find(|d| &d.id == id) else {
+        let Some(record) = devices.iter().find(|d| d.id == id) else {
             continue; // deleted or revoked: nothing to write
         };
-        let set: BTreeMap<String, Option<FieldValue>> = now_on
-            .difference(was)
+        let fields = match desired_fields(s, &id) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(device = %id, "cannot read the twin: {}", e.message());
+                failed.push(id);
+                continue;
+            }
+        };
+        let on: BTreeSet<&str> = names
+            .iter()
+            .copied()
+            .filter(|n| matches!(fields.get(&workload_key(n)), Some(FieldValue::Bool(true))))
+            .collect();
+        let want = wanted.get(&id).unwrap_or(&empty);
+        let set: BTreeMap<String, Option<FieldValue>> = want
+            .iter()
+            .filter(|w| !on.contains(w.as_str()))
             .map(|w| (workload_key(w), Some(FieldValue::Bool(true))))
             .collect();
-        let off: BTreeSet<String> = was.difference(now_on).map(|w| workload_key(w)).collect();
-        write_desired(s, record, set, off, &author(who)).await?;
+        let off: BTreeSet<String> = on
+            .iter()
+            .filter(|n| !want.contains(**n))
+            .map(|n| workload_key(n))
+            .collect();
+        if set.is_empty() && off.is_empty() {
+            continue;
+        }
+        if let Err(e) = write_desired(s, record, set, off, &author(who)).await {
+            tracing::warn!(device = %id, "workload switches not written: {}", e.message());
+            failed.push(id);
+        }
     }
-    Ok(())
+    s.orchestrate.mark_dirty(failed);
 }
 
 /// The scheduler's input now.
@@ -119,7 +155,7 @@ pub async fn run_pass(s: &AppState, trigger: &str) -> Result<PassReport, ApiErro
     let (devs, input, current) = input(s).await?;
     let cfg = s.config().orchestrate.scheduler.clone();
     let plan: SchedulePlan = schedule(&input, &cfg);
-    write_switches(s, &devs, &input.placements, &plan.placements, "scheduler").await?;
+    write_switches(s, &devs, &input.placements, &plan.placements, "scheduler").await;
 
     // The new placement records: kept ones keep their time and decision.
     let t = now();
@@ -315,7 +351,7 @@ pub async fn accept(s: &AppState, id: &str, who: &str) -> Result<Recommendation,
         });
         let after: Vec<Placement> = current.iter().map(|p| p.placement.clone()).collect();
         let _ = record(&m.to)?;
-        write_switches(s, &devs, &before, &after, "optimizer").await?;
+        write_switches(s, &devs, &before, &after, "optimizer").await;
         tokio::task::spawn_blocking(move || store.set_placements(&current))
             .await
             .map_err(|e| ApiError::internal(format!("store task: {e}")))??;

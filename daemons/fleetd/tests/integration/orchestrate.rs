@@ -193,7 +193,9 @@ async fn workload_goes_to_the_device_with_headroom_and_moves_off_when_it_heats()
     assert_eq!(r.body["error"]["field"], "name");
 
     let created = f.post("/api/v1/workloads", f.admin(), body.clone()).await;
-    let d = &created["decisions"][0];
+    let placed = &created["placements"][0];
+    assert_eq!(placed["device"], "pi-a", "{created}");
+    let d = &placed["decision"];
     assert_eq!(d["action"]["kind"], "place", "{created}");
     assert_eq!(d["action"]["device"], "pi-a", "{created}");
     let r = f
@@ -248,6 +250,23 @@ async fn workload_goes_to_the_device_with_headroom_and_moves_off_when_it_heats()
         "{dec}"
     );
     assert_eq!(desired(&f, "pi-a").await["workload.cam"], false);
+    assert_eq!(desired(&f, "pi-b").await["workload.cam"], true);
+
+    // pi-b's twin rolled back to before it got the workload drifts from the
+    // placements: the next pass writes the switch again.
+    let h = history(&f, "pi-b").await;
+    assert_eq!(h[0]["author"], "fleet:fleetd/scheduler", "{h:?}");
+    f.post(
+        "/api/v1/devices/pi-b/rollback",
+        f.admin(),
+        json!({ "version": h[1]["version"] }),
+    )
+    .await;
+    eventually("the scheduler to repair pi-b's switch", 10, async || {
+        let h = history(&f, "pi-b").await;
+        (h[0]["author"] == "fleet:fleetd/scheduler" && h[1]["author"] == "user:admin").then_some(())
+    })
+    .await;
     assert_eq!(desired(&f, "pi-b").await["workload.cam"], true);
 
     let metrics = f.call("GET", "/metrics", Some(&viewer), None).await;

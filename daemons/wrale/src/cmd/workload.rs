@@ -89,7 +89,15 @@ pub(crate) async fn workload(ctx: &Ctx, cmd: WorkloadCmd) -> CliResult {
             let v = ctx.client.create_workload(&workload_body(&a)?).await?;
             show(ctx, &v, |v| {
                 let mut s = format!("Declared workload {}.\n", a.name);
-                s.push_str(&decisions_text(&v["decisions"]));
+                for p in v["placements"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+                    s.push_str(&format!(
+                        "{}/{} on {}: {}\n",
+                        output::cell(&p["workload"]),
+                        output::cell(&p["replica"]),
+                        output::cell(&p["device"]),
+                        output::cell(&p["decision"]["reason"])
+                    ));
+                }
                 s.push_str(&decisions_text(&v["pending"]));
                 s
             })
