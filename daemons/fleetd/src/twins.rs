@@ -589,6 +589,63 @@ async fn apply_layers_on_connect(s: &AppState, device: &DeviceId) -> Result<(), 
     Ok(())
 }
 
+/// Whether the fleet has configured the twin of `device` (it holds a
+/// `config_version`).
+pub fn configured(s: &AppState, device: &DeviceId) -> Result<bool, ApiError> {
+    s.hub
+        .sync
+        .read(device, |t| {
+            t.fields(Section::Desired)
+                .map(|f| f.contains_key("config_version"))
+        })
+        .map_err(|e| ApiError::internal(e.to_string()))?
+        .map_err(|e| ApiError::internal(e.to_string()))
+}
+
+/// The writes that take the twin of `device` from the effective config `before`
+/// to `after`: the fields whose value changed, or every field of `after` when the
+/// fleet never configured the twin (else the layers in force before would never
+/// reach it: its first connection only configures a twin without a version).
+pub fn writes_between(
+    s: &AppState,
+    device: &DeviceId,
+    before: &LayeredConfig,
+    after: &LayeredConfig,
+) -> Result<BTreeMap<String, Option<FieldValue>>, ApiError> {
+    Ok(if configured(s, device)? {
+        after.changes_since(before)
+    } else {
+        after.changes_since(&LayeredConfig::default())
+    })
+}
+
+/// Moving `device` to `group` (`None`: out of any group): the desired fields
+/// whose effective value changes (the new group chain's layers instead of the
+/// old one's), checked against the device's board on what its twin would hold
+/// (422, nothing planned); `None` when nothing changes. The caller holds
+/// [`Hub::lock_layers`] until the plan is written.
+pub async fn plan_regroup(
+    s: &AppState,
+    device: &wrale_core::fleet::registry::DeviceRecord,
+    group: Option<&wrale_core::GroupId>,
+) -> Result<Option<Planned>, ApiError> {
+    let tree = crate::http::twins::group_tree(s).await?;
+    let layers = all_layers(s).await?;
+    let before = stack_for(device, &tree, &layers);
+    let mut moved = device.clone();
+    moved.group = group.cloned();
+    let after = stack_for(&moved, &tree, &layers);
+    let writes = writes_between(s, &device.id, &before, &after)?;
+    if writes.is_empty() {
+        return Ok(None);
+    }
+    check_planned(s, &moved, &writes)?;
+    Ok(Some(Planned {
+        device: device.id.clone(),
+        writes,
+    }))
+}
+
 /// Appends this module's Prometheus lines to a `/metrics` answer
 /// (`wrale_devices_connected` is rendered by fleetd's own metrics).
 pub fn render_metrics(state: &AppState, out: &mut String) {

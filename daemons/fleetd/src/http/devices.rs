@@ -192,8 +192,29 @@ pub async fn patch_device(
         location: req.location,
         group: req.group,
     };
+    // A move to another group: the new group's layers are checked before the
+    // move and written into the twin after it (the layers stay locked meanwhile).
+    let held = match &patch.group {
+        Some(_) => Some(s.hub.lock_layers().await),
+        None => None,
+    };
+    let regroup = match &patch.group {
+        Some(group) => {
+            let old = find_device(&s, &id).await?;
+            if old.group == *group {
+                None
+            } else {
+                crate::twins::plan_regroup(&s, &old, group.as_ref()).await?
+            }
+        }
+        None => None,
+    };
     let (i, pt) = (id.clone(), patch.clone());
     let device = s.store(move |st| st.update_device(&i, &pt)).await?;
+    if let Some(plan) = regroup {
+        crate::twins::write_planned(&s, &[plan], &crate::twins::user_author(&p))?;
+    }
+    drop(held);
     let changes = json!({"labels": patch.labels, "location": patch.location, "group": patch.group});
     s.audit_ok(
         &p,

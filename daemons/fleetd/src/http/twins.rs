@@ -734,7 +734,8 @@ async fn change_layer(
     }
     let mut plans = Vec::new();
     for (d, old) in affected.iter().zip(&before) {
-        let writes = stack_for(d, &tree, &layers).changes_since(old);
+        let after = stack_for(d, &tree, &layers);
+        let writes = crate::twins::writes_between(s, &d.id, old, &after)?;
         if writes.is_empty() {
             continue;
         }

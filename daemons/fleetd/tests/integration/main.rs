@@ -4,6 +4,7 @@
 mod access;
 mod backup;
 mod bad_input;
+mod e2e_fleet;
 mod enroll;
 mod events;
 mod intel;
