@@ -551,9 +551,18 @@ impl Applier {
         })
     }
 
-    /// Writes the outcome of an application into `reported`.
-    fn report(&self, status: ConfigStatus) {
+    /// Writes the outcome of applying `cfg` into `reported`, unless the twin's
+    /// desired config moved on meanwhile: the agent has then already reported
+    /// its verdict on the newer one, which a stale outcome must not overwrite.
+    fn report(&self, cfg: &DesiredConfig, status: ConfigStatus) {
         self.persist.edit_twin(|t| {
+            if t.desired().ok().as_ref() != Some(cfg) {
+                tracing::debug!(
+                    version = status.version,
+                    "desired config changed while it was applied; outcome not reported"
+                );
+                return ((), false);
+            }
             let update = ReportedUpdate {
                 config: Some(status),
                 ..Default::default()
@@ -602,11 +611,14 @@ impl Applier {
             Ok(()) => {
                 tracing::info!(version = cfg.config_version, "desired config applied");
                 *lock(&self.failed) = None;
-                self.report(ConfigStatus {
-                    version: cfg.config_version,
-                    accepted: true,
-                    rejection: None,
-                });
+                self.report(
+                    &cfg,
+                    ConfigStatus {
+                        version: cfg.config_version,
+                        accepted: true,
+                        rejection: None,
+                    },
+                );
                 *lock(&self.applied) = Some(json!({
                     "config_version": cfg.config_version,
                     "at": now(),
@@ -615,11 +627,14 @@ impl Applier {
             }
             Err(r) => {
                 tracing::error!(rule = %r.rule, "desired config not applied: {}", r.reason);
-                self.report(ConfigStatus {
-                    version: cfg.config_version,
-                    accepted: false,
-                    rejection: Some(r),
-                });
+                self.report(
+                    &cfg,
+                    ConfigStatus {
+                        version: cfg.config_version,
+                        accepted: false,
+                        rejection: Some(r),
+                    },
+                );
                 // What did go through stays; everything is put in force again on
                 // the next try.
                 *last = None;
