@@ -3,6 +3,7 @@
 //! directory in a temp dir).
 
 mod access;
+mod analysis;
 mod devices;
 mod events;
 mod orchestrate;
