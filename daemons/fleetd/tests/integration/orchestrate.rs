@@ -602,3 +602,40 @@ async fn rollout_state_survives_a_restart() {
     assert!(desired(&f, "pi-1").await.get("fan_profile").is_none());
     assert!(desired(&f, "pi-2").await.get("fan_profile").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_optimizer_applies_fan_profiles_itself_when_the_policy_says_so() {
+    let f = Fleet::start_with(&format!(
+        "{CONFIG}\n[orchestrate.optimizer]\nauto_apply = \"fan_profiles\"\n"
+    ))
+    .await;
+    // In a 45 °C corner at idle, the balance curve runs the fan harder than needed.
+    let cred = f.enroll("pi-c", json!({"site": "lab", "rack": "r3"})).await;
+    send(
+        &f,
+        "pi-c",
+        &cred,
+        &points_in(now_ms() - 1_000, 20, 70.0, 45.0, 0),
+    )
+    .await;
+    wait_analysed(&f, 1).await;
+    eventually("the optimizer to apply a quieter profile", 10, async || {
+        (desired(&f, "pi-c").await["fan_profile"] == "quiet").then_some(())
+    })
+    .await;
+    assert_eq!(
+        history(&f, "pi-c").await[0]["author"],
+        "fleet:fleetd/optimizer"
+    );
+    let audit = f
+        .get("/api/v1/audit?action=recommendation.accept", f.admin())
+        .await;
+    assert_eq!(audit["items"][0]["actor"], "fleetd/optimizer", "{audit}");
+    assert_eq!(audit["items"][0]["result"]["to"], "quiet", "{audit}");
+    // Applied once: the plan has nothing more for it.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let audit = f
+        .get("/api/v1/audit?action=recommendation.accept", f.admin())
+        .await;
+    assert_eq!(audit["items"].as_array().unwrap().len(), 1, "{audit}");
+}
