@@ -307,6 +307,32 @@ impl Client {
         self.call(py, |c| async move { c.audit_all(&f).await })
     }
 
+    /// Rollouts, newest first, optionally with one `status` (`{items}`).
+    #[pyo3(signature = (status=None))]
+    fn list_rollouts(&self, py: Python<'_>, status: Option<String>) -> PyResult<String> {
+        self.call(
+            py,
+            |c| async move { c.list_rollouts(status.as_deref()).await },
+        )
+    }
+
+    /// One rollout: status, progress, waves, gate failures.
+    fn get_rollout(&self, py: Python<'_>, id: String) -> PyResult<String> {
+        self.call(py, |c| async move { c.get_rollout(&id).await })
+    }
+
+    /// Starts a rollout (JSON: `change`, `devices` or `group`, `canary`, `waves`,
+    /// `soak`, `gates`, `auto_rollback`).
+    fn create_rollout(&self, py: Python<'_>, spec_json: &str) -> PyResult<String> {
+        let spec: Value = from_json("rollout", spec_json)?;
+        self.call(py, |c| async move { c.create_rollout(&spec).await })
+    }
+
+    /// `pause`, `resume`, `abort` or `rollback` a rollout.
+    fn rollout_op(&self, py: Python<'_>, id: String, op: String) -> PyResult<String> {
+        self.call(py, |c| async move { c.rollout_op(&id, &op).await })
+    }
+
     /// Creates an enrollment token (JSON of `NewEnrollmentToken`: `group`, `uses`,
     /// `expires_in`, `labels`); the token is in the answer, once.
     #[pyo3(signature = (request_json="{}"))]

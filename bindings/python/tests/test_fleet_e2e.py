@@ -113,6 +113,19 @@ def test_python_device_joins_the_fleet(fleetd: FleetServer, tmp_path: Path) -> N
         fleet.set_config({"warn_c": 62.0}, "device", "py-sim-1")
         eventually(lambda: dev.thresholds["warn_c"] == 62.0, what="warn_c applied on the device")
         assert dev.desired["warn"] == 62.0
+        # A rollout of a desired change reaches the device (canary wave at once).
+        rollout = fleet.create_rollout({
+            "id": "py-cool",
+            "change": {"fan_profile": "cool"},
+            "devices": ["py-sim-1"],
+            "canary": {"kind": "devices", "devices": ["py-sim-1"]},
+        })
+        assert rollout["id"] == "py-cool"
+        assert "py-cool" in [r["id"] for r in fleet.rollouts()]
+        eventually(lambda: dev.desired.get("fan_profile") == "cool", what="rollout change on the device")
+        assert fleet.rollout("py-cool")["status"] in ("running", "completed")
+        with pytest.raises(wrale.NotFound):
+            fleet.rollout("no-such-rollout")
         # Commands: executed on the board, or refused by the device's engine.
         done = fleet.send_command("py-sim-1", {"type": "set_fan_duty", "fan": "fan0", "duty_pct": 100.0}, "test")
         assert done["status"] == "done", done

@@ -164,6 +164,38 @@ class Fleet:
         result: list[dict[str, Any]] = _j(self._raw.audit(actor, target, action))
         return result
 
+    def rollouts(self, status: Optional[str] = None) -> list[dict[str, Any]]:
+        """Rollouts, newest first (``running``, ``paused``, ``completed``, ...)."""
+        result: list[dict[str, Any]] = _j(self._raw.list_rollouts(status))["items"]
+        return result
+
+    def rollout(self, rollout_id: str) -> dict[str, Any]:
+        """One rollout: ``status``, ``progress``, ``waves``, ``failures``."""
+        result: dict[str, Any] = _j(self._raw.get_rollout(rollout_id))
+        return result
+
+    def create_rollout(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Starts a rollout of a desired-config ``change`` to ``devices`` or a
+        ``group``, canary first, in waves, with health gates."""
+        result: dict[str, Any] = _j(self._raw.create_rollout(json.dumps(dict(spec))))
+        return result
+
+    def pause_rollout(self, rollout_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = _j(self._raw.rollout_op(rollout_id, "pause"))
+        return result
+
+    def resume_rollout(self, rollout_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = _j(self._raw.rollout_op(rollout_id, "resume"))
+        return result
+
+    def abort_rollout(self, rollout_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = _j(self._raw.rollout_op(rollout_id, "abort"))
+        return result
+
+    def rollback_rollout(self, rollout_id: str) -> dict[str, Any]:
+        result: dict[str, Any] = _j(self._raw.rollout_op(rollout_id, "rollback"))
+        return result
+
     def create_enrollment_token(
         self,
         *,
@@ -327,6 +359,12 @@ class AsyncFleet:
 
     async def audit(self, **filters: Any) -> list[dict[str, Any]]:
         return await asyncio.to_thread(lambda: self.sync.audit(**filters))
+
+    async def rollouts(self, status: Optional[str] = None) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.sync.rollouts, status)
+
+    async def create_rollout(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        return await asyncio.to_thread(self.sync.create_rollout, spec)
 
     async def send_command(self, device_id: str, command: Mapping[str, Any], reason: str = "") -> dict[str, Any]:
         return await asyncio.to_thread(self.sync.send_command, device_id, command, reason)
