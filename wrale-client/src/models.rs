@@ -523,6 +523,9 @@ pub struct TwinVersion {
     /// The fields it changed.
     #[serde(default)]
     pub fields: Vec<String>,
+    /// What it wrote, as fleetd's history shows it (`desired: fan_profile,warn_c`).
+    #[serde(default)]
+    pub summary: String,
 }
 
 /// A manual-policy conflict on one field.
@@ -544,14 +547,50 @@ pub struct EffectiveField {
     pub layer: String,
 }
 
-/// A device's effective desired config.
+/// A device's effective desired config. Read from fleetd's answer
+/// `{device, fields: {name: value}, sources: {name: layer}}` (a `fields` entry may
+/// also be `{value, layer}`, the form this type serializes to).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(from = "EffectiveWire")]
 pub struct EffectiveConfig {
     /// The device.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub device: Option<DeviceId>,
     /// Field name to value and source layer.
     pub fields: BTreeMap<String, EffectiveField>,
+}
+
+/// [`EffectiveConfig`] as it comes over the wire.
+#[derive(Deserialize)]
+struct EffectiveWire {
+    #[serde(default)]
+    device: Option<DeviceId>,
+    fields: BTreeMap<String, Value>,
+    #[serde(default)]
+    sources: BTreeMap<String, String>,
+}
+
+impl From<EffectiveWire> for EffectiveConfig {
+    fn from(w: EffectiveWire) -> Self {
+        let fields = w
+            .fields
+            .into_iter()
+            .map(|(k, v)| {
+                let field = match serde_json::from_value::<EffectiveField>(v.clone()) {
+                    Ok(f) => f,
+                    Err(_) => EffectiveField {
+                        value: v,
+                        layer: w.sources.get(&k).cloned().unwrap_or_default(),
+                    },
+                };
+                (k, field)
+            })
+            .collect();
+        EffectiveConfig {
+            device: w.device,
+            fields,
+        }
+    }
 }
 
 /// A config layer's scope.
@@ -1074,6 +1113,21 @@ impl AuditFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn effective_config_reads_fleetds_answer_and_its_own_form() {
+        let e: EffectiveConfig = serde_json::from_str(
+            r#"{"device": "pi-1", "fields": {"fan_profile": "cool", "warn_c": 65.0},
+                "sources": {"fan_profile": "group:lab", "warn_c": "device:pi-1"}}"#,
+        )
+        .unwrap();
+        assert_eq!(e.fields["fan_profile"].value, "cool");
+        assert_eq!(e.fields["fan_profile"].layer, "group:lab");
+        assert_eq!(e.fields["warn_c"].layer, "device:pi-1");
+        let again: EffectiveConfig =
+            serde_json::from_value(serde_json::to_value(&e).unwrap()).unwrap();
+        assert_eq!(again, e);
+    }
 
     #[test]
     fn device_filter_query() {

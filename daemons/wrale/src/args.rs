@@ -75,6 +75,8 @@ pub enum Command {
     Audit(AuditArgs),
     /// Follow the live event stream until Ctrl-C.
     Events(EventsArgs),
+    /// One metric of a device over a time range, or aggregated across a group.
+    Telemetry(TelemetryArgs),
     /// Fleet workloads the scheduler places by headroom.
     #[command(subcommand)]
     Workload(WorkloadCmd),
@@ -521,6 +523,71 @@ pub struct EventsArgs {
 /// An event kind.
 pub fn parse_kind(s: &str) -> Result<EventKind, String> {
     s.parse()
+}
+
+/// `wrale telemetry`.
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true).args(["device", "group"])))]
+pub struct TelemetryArgs {
+    /// Device id.
+    pub device: Option<String>,
+    /// Aggregate across this group and its subgroups instead of one device.
+    #[arg(long)]
+    pub group: Option<String>,
+    /// The metric (cpu_temp_c, ambient_temp_c, supply_v, current_a, power_w,
+    /// fan_duty_pct, fan_rpm, cpu_load_pct, cpu_freq_mhz, throttle_bits).
+    #[arg(long, short, default_value = "cpu_temp_c")]
+    pub metric: String,
+    /// Start: a duration back from --until or now (`15m`, `2h`, `7d`) or an
+    /// RFC 3339 time [default: 1 h before the end].
+    #[arg(long, value_parser = parse_since, value_name = "DURATION|TIME")]
+    pub since: Option<Since>,
+    /// End (RFC 3339, excluded) [default: now].
+    #[arg(long, value_parser = parse_time, value_name = "TIME")]
+    pub until: Option<wrale_core::Timestamp>,
+    /// Resolution: raw, 1m, 1h or auto (the finest that fits the range).
+    #[arg(long, default_value = "auto", value_parser = parse_resolution)]
+    pub resolution: wrale_client::models::Resolution,
+    /// With --group: avg (default), min or max across the devices.
+    #[arg(long, requires = "group", value_parser = parse_agg)]
+    pub agg: Option<wrale_client::models::Aggregate>,
+}
+
+/// The start of a telemetry range.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Since {
+    /// This long before the end.
+    Ago(std::time::Duration),
+    /// This time.
+    At(wrale_core::Timestamp),
+}
+
+/// `15m`, `2h`, `7d` or an RFC 3339 time.
+pub fn parse_since(s: &str) -> Result<Since, String> {
+    if let Ok(d) = humantime::parse_duration(s) {
+        return Ok(Since::Ago(d));
+    }
+    wrale_core::Timestamp::parse_rfc3339(s)
+        .map(Since::At)
+        .map_err(|_| format!("{s:?} is neither a duration (15m, 2h, 7d) nor an RFC 3339 time"))
+}
+
+/// A telemetry resolution.
+pub fn parse_resolution(s: &str) -> Result<wrale_client::models::Resolution, String> {
+    s.parse()
+}
+
+/// A group aggregate.
+pub fn parse_agg(s: &str) -> Result<wrale_client::models::Aggregate, String> {
+    use wrale_client::models::Aggregate;
+    match s {
+        "avg" => Ok(Aggregate::Avg),
+        "min" => Ok(Aggregate::Min),
+        "max" => Ok(Aggregate::Max),
+        other => Err(format!(
+            "unknown aggregate {other:?} (expected avg, min or max)"
+        )),
+    }
 }
 
 #[cfg(test)]

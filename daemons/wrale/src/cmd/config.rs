@@ -107,7 +107,13 @@ pub(crate) fn read_layer(path: &Path) -> CliResult<JsonMap> {
     Ok(out)
 }
 
-fn print_layer(ctx: &Ctx, scope: &ConfigScope, layer: &JsonMap) -> CliResult {
+/// Prints a layer answer (`{scope, fields, ...}`): its fields.
+fn print_layer(ctx: &Ctx, scope: &ConfigScope, answer: &JsonMap) -> CliResult {
+    let empty = JsonMap::new();
+    let layer = match answer.get("fields") {
+        Some(Value::Object(fields)) => fields,
+        _ => &empty,
+    };
     if ctx.json {
         output::print(&output::json(layer)?);
     } else {

@@ -205,7 +205,11 @@ async fn history(ctx: &Ctx, id: &str) -> CliResult {
             output::time(v.time),
             v.author.clone(),
             version_text(&v.version),
-            v.fields.join(","),
+            if v.fields.is_empty() {
+                v.summary.clone()
+            } else {
+                v.fields.join(",")
+            },
         ]);
     }
     output::print(&t.render("No history."));

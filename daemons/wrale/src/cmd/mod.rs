@@ -8,6 +8,7 @@ mod events;
 mod group;
 mod login;
 mod rollout;
+mod telemetry;
 mod workload;
 
 use clap::CommandFactory;
@@ -77,6 +78,7 @@ pub(crate) async fn run(cli: Cli) -> CliResult {
         Command::Token(c) => access::token(&ctx, c).await,
         Command::Audit(a) => access::audit(&ctx, a).await,
         Command::Events(a) => events::run(&ctx, a).await,
+        Command::Telemetry(a) => telemetry::run(&ctx, a).await,
         Command::Workload(c) => workload::workload(&ctx, c).await,
         Command::Placement(c) => workload::placement(&ctx, c).await,
         Command::Recommend(c) => workload::recommend(&ctx, c).await,

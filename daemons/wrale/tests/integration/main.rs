@@ -6,6 +6,8 @@ mod access;
 mod analysis;
 mod devices;
 mod events;
+mod metald;
 mod orchestrate;
 mod support;
+mod twins;
 mod usage;
