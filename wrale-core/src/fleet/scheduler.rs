@@ -502,6 +502,12 @@ struct Pass<'a> {
     anti: Vec<BTreeSet<usize>>,
     /// Per node: how much hotter it measured than the model predicts (>= 0).
     bias: Vec<f64>,
+    /// Per workload: index into `static_bits` (workloads with the same models
+    /// and labels share one row).
+    sig: Vec<usize>,
+    /// Per constraint signature, per node: the bits of the checks that do not
+    /// depend on placements (unschedulable, model, label; see [`REASON_CODES`]).
+    static_bits: Vec<Vec<u8>>,
 }
 
 impl<'a> Pass<'a> {
@@ -531,6 +537,28 @@ impl<'a> Pass<'a> {
                 }
             }
         }
+        // The placement-independent checks, once per distinct (models, labels):
+        // fleets declare many workloads but few constraint shapes.
+        let mut sig_ix: HashMap<(Vec<BoardModel>, Vec<(&str, &str)>), usize> = HashMap::new();
+        let mut static_bits: Vec<Vec<u8>> = Vec::new();
+        let sig = workloads
+            .iter()
+            .map(|w| {
+                let mut models = w.constraints.models.clone();
+                models.sort();
+                models.dedup();
+                let labels = w
+                    .constraints
+                    .labels
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect();
+                *sig_ix.entry((models, labels)).or_insert_with(|| {
+                    static_bits.push(nodes.iter().map(|n| static_mask(w, n)).collect());
+                    static_bits.len() - 1
+                })
+            })
+            .collect();
         let mut p = Pass {
             nodes,
             workloads,
@@ -541,15 +569,19 @@ impl<'a> Pass<'a> {
             max_per_rack: Vec::new(),
             anti,
             bias: vec![0.0; nodes.len()],
+            sig,
+            static_bits,
         };
         p.max_per_rack = workloads
             .iter()
-            .map(|w| {
+            .enumerate()
+            .map(|(wi, w)| {
                 if !w.constraints.spread_racks {
                     return u32::MAX;
                 }
+                let bits = &p.static_bits[p.sig[wi]];
                 let eligible: BTreeSet<usize> = (0..nodes.len())
-                    .filter(|&n| nodes[n].schedulable && p.static_ok(w, n).is_empty())
+                    .filter(|&n| bits[n] == 0)
                     .map(|n| p.racks[n])
                     .collect();
                 w.replicas.div_ceil(eligible.len().max(1) as u32)
@@ -648,20 +680,7 @@ impl<'a> Pass<'a> {
         let w = &self.workloads[wi];
         let node = &self.nodes[n];
         let l = &self.load[n];
-        let mut m = 0u8;
-        if !node.schedulable {
-            m |= 1;
-        }
-        if !w.constraints.models.is_empty() && !w.constraints.models.contains(&node.model) {
-            m |= 1 << 1;
-        }
-        if w.constraints
-            .labels
-            .iter()
-            .any(|(k, v)| node.labels.get(k) != Some(v))
-        {
-            m |= 1 << 2;
-        }
+        let mut m = self.static_bits[self.sig[wi]][n];
         if l.workloads.contains(&wi) {
             m |= 1 << 3;
         }
@@ -956,6 +975,27 @@ fn stop(p: &Placement, why: &str) -> Decision {
         candidates: Vec::new(),
         rejected: BTreeMap::new(),
     }
+}
+
+/// The bits (in [`REASON_CODES`] order) of the checks of workload `w` on node
+/// `n` that do not depend on placements: unschedulable, model, label. Must agree
+/// with `Pass::static_ok`.
+fn static_mask(w: &Workload, node: &Node) -> u8 {
+    let mut m = 0u8;
+    if !node.schedulable {
+        m |= 1;
+    }
+    if !w.constraints.models.is_empty() && !w.constraints.models.contains(&node.model) {
+        m |= 1 << 1;
+    }
+    if w.constraints
+        .labels
+        .iter()
+        .any(|(k, v)| node.labels.get(k) != Some(v))
+    {
+        m |= 1 << 2;
+    }
+    m
 }
 
 /// Reason codes in the bit order of `Pass::mask`.
