@@ -489,6 +489,9 @@ struct Load {
     workloads: Vec<usize>,
 }
 
+/// The placement-independent part of a workload's constraints: models, labels.
+type Signature<'a> = (Vec<BoardModel>, Vec<(&'a str, &'a str)>);
+
 struct Pass<'a> {
     nodes: &'a [Node],
     workloads: &'a [Workload],
@@ -539,7 +542,7 @@ impl<'a> Pass<'a> {
         }
         // The placement-independent checks, once per distinct (models, labels):
         // fleets declare many workloads but few constraint shapes.
-        let mut sig_ix: HashMap<(Vec<BoardModel>, Vec<(&str, &str)>), usize> = HashMap::new();
+        let mut sig_ix: HashMap<Signature<'_>, usize> = HashMap::new();
         let mut static_bits: Vec<Vec<u8>> = Vec::new();
         let sig = workloads
             .iter()
