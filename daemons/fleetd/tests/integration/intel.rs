@@ -233,11 +233,13 @@ async fn hot_rack_dead_fan_health_alerts_webhooks_silences_and_dead_letters() {
     }
     send(&f, &fan_cred, "fan-1", &dead_fan_points()).await;
 
-    // The hot rack is the one hot spot.
-    let spots = poll(&f, "/api/v1/analysis/hotspots", &viewer, |v| {
-        !v["items"].as_array().unwrap().is_empty()
+    // A pass that saw every device's telemetry.
+    poll(&f, "/api/v1/analysis/fleet", &viewer, |v| {
+        v["devices"].as_array().unwrap().len() == 10
     })
     .await;
+    // The hot rack is the one hot spot.
+    let spots = f.get("/api/v1/analysis/hotspots", &viewer).await;
     let items = spots["items"].as_array().unwrap();
     assert_eq!(items.len(), 1, "{spots}");
     assert_eq!(items[0]["location"], "lab/r1", "{spots}");
