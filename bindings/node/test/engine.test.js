@@ -1,0 +1,86 @@
+// The safety engine: policies from TOML text, evaluation of samples, command
+// checks, and typed refusals.
+'use strict'
+
+const test = require('node:test')
+const assert = require('node:assert/strict')
+const { Board, SafetyEngine } = require('..')
+
+const INTERLOCK = `
+scope = "fleet"
+[security]
+lock_gpio_when_case_open = true
+[[interlock]]
+id = "gpio17-case-open"
+deny = { command = "set_gpio", pin = 17, level = "high" }
+when = { case_open = true }
+`
+
+function hotSample() {
+  const board = Board.sim('pi4b', { noise: false, loadPct: 100, ambientC: 35 })
+  board.step(900)
+  return board.sample()
+}
+
+test('a hot sample drives the fan and raises alerts', () => {
+  const engine = new SafetyEngine('pi4b')
+  const decision = engine.evaluate(hotSample())
+  const fan = decision.actions.filter((a) => a.action === 'set_fan_duty')
+  assert.ok(fan.length > 0)
+  assert.equal(fan[0].fan, 'fan0')
+  assert.ok(fan[0].duty_pct > 0)
+  // Above the warning and throttle thresholds past their hold: alerts and throttling.
+  const sample = hotSample()
+  const later = engine.evaluate(sample, sample.atMs + 10_000)
+  const codes = new Set(later.alerts.map((a) => a.alert.code))
+  assert.ok(codes.has('thermal_warning') && codes.has('thermal_throttle'), [...codes].join())
+  assert.ok(later.actions.some((a) => a.action === 'throttle_workloads'))
+  assert.deepEqual(later.transitions, [{ from: 'normal', to: 'throttle' }])
+  assert.equal(engine.state().throttled, true)
+})
+
+test('an untrusted sensor is fail-safe', () => {
+  const board = Board.sim('pi4b', { faults: [{ kind: 'sensor_fault', sensor: 'cpu' }] })
+  const engine = new SafetyEngine('pi4b')
+  const decision = engine.evaluate(board.sample())
+  assert.equal(engine.state().fail_safe, true)
+  assert.equal(decision.alerts[0].change, 'raised')
+})
+
+test('command checks and refusals', () => {
+  const engine = new SafetyEngine('pi4b', INTERLOCK)
+  const cmd = { type: 'set_gpio', pin: 17, level: 'high' }
+  // Case state unknown: the interlock fails closed.
+  const verdict = engine.check(cmd, { actor: 'user:ada', reason: 'test' })
+  assert.equal(verdict.verdict, 'refused')
+  assert.equal(verdict.rule, 'interlock:gpio17-case-open')
+  assert.ok(verdict.reason)
+  assert.deepEqual(engine.check({ type: 'set_gpio', pin: 27, level: 'high' }), { verdict: 'allowed' })
+  assert.throws(() => engine.require(cmd), (e) => {
+    assert.equal(e.code, 'policy_violation')
+    assert.equal(e.category, 'policy')
+    assert.equal(e.name, 'PolicyViolation')
+    assert.ok(e.message.startsWith('policy violation: rule interlock:gpio17-case-open: '), e.message)
+    return true
+  })
+  assert.equal(engine.admit({ type: 'set_fan_duty', fan: 'fan0', duty_pct: 100 }).verdict, 'allowed')
+  assert.throws(() => engine.check({ type: 'warp_drive' }), { code: 'invalid_argument', name: 'InvalidInput' })
+  assert.throws(() => engine.check(cmd, { actor: 'robot:r2' }), { code: 'invalid_argument' })
+})
+
+test('loosening or broken policies are refused and the old one stays', () => {
+  const engine = new SafetyEngine('pi4b')
+  engine.load('scope = "fleet"\n[thermal]\nwarn_c = 65.0\n')
+  assert.equal(engine.thresholds().warnC, 65)
+  assert.throws(() => engine.load('scope = "fleet"\n[thermal]\ncritical_c = 95.0\n'), { code: 'policy_violation' })
+  assert.throws(() => engine.load('scope = "fleet"\n[thermal]\nwarn_c = "hot"\n', 'fleet.toml'), (e) => {
+    assert.equal(e.code, 'invalid_policy')
+    assert.equal(e.category, 'invalid_input')
+    assert.ok(e.message.startsWith('fleet.toml'), e.message)
+    return true
+  })
+  assert.equal(engine.thresholds().warnC, 65)
+  engine.reset()
+  assert.deepEqual(engine.state().alerts, [])
+  assert.throws(() => new SafetyEngine('pi9z'), { code: 'invalid_argument', category: 'invalid_input' })
+})
