@@ -489,6 +489,18 @@ struct Load {
     workloads: Vec<usize>,
 }
 
+/// Per-node figures the placement scan reads for every replica, in flat arrays
+/// so a scan over 10,000 nodes stays in cache instead of walking `Node`s.
+/// Fixed for a pass once the measurement bias is known.
+struct Hot {
+    /// Watts of workloads the node can take at the margin in use.
+    cap: Vec<f64>,
+    ambient: Vec<f64>,
+    base: Vec<f64>,
+    r_th: Vec<f64>,
+    cpu_cap: Vec<f64>,
+}
+
 /// The placement-independent part of a workload's constraints: models, labels.
 type Signature<'a> = (Vec<BoardModel>, Vec<(&'a str, &'a str)>);
 
@@ -676,38 +688,56 @@ impl<'a> Pass<'a> {
         (r, predicted)
     }
 
+    /// The per-node figures the placement scan reads, packed (see [`Hot`]).
+    fn hot(&self, margin: f64) -> Hot {
+        Hot {
+            cap: (0..self.nodes.len())
+                .map(|n| self.capacity(n, margin))
+                .collect(),
+            ambient: self.nodes.iter().map(|n| n.ambient.get()).collect(),
+            base: self.nodes.iter().map(|n| n.base_power.get()).collect(),
+            r_th: self.nodes.iter().map(|n| n.r_th.get()).collect(),
+            cpu_cap: self.nodes.iter().map(|n| n.cpu_capacity).collect(),
+        }
+    }
+
+    /// Replicas of workload `wi` per rack (dense, by rack index).
+    fn rack_counts(&self, wi: usize) -> Vec<u32> {
+        (0..self.rack_names.len())
+            .map(|r| self.per_rack.get(&(wi, r)).copied().unwrap_or(0))
+            .collect()
+    }
+
     /// The reason codes (as bits, in [`REASON_CODES`] order) that stop workload
     /// `wi` from being placed on node `n`, without allocating; and the predicted
-    /// temperature. Must agree with [`Pass::reasons`] (`ignore_self = false`).
-    fn mask(&self, wi: usize, n: usize, margin: f64) -> (u8, f64) {
+    /// temperature. `hot` holds the capacities at the margin in use and
+    /// `in_rack` the workload's replicas per rack (when it is spread). Must agree
+    /// with [`Pass::reasons`] (`ignore_self = false`).
+    fn mask(&self, wi: usize, n: usize, hot: &Hot, in_rack: &[u32]) -> (u8, f64) {
         let w = &self.workloads[wi];
-        let node = &self.nodes[n];
         let l = &self.load[n];
         let mut m = self.static_bits[self.sig[wi]][n];
-        if l.workloads.contains(&wi) {
-            m |= 1 << 3;
+        if !l.workloads.is_empty() {
+            if l.workloads.contains(&wi) {
+                m |= 1 << 3;
+            }
+            if l.workloads
+                .iter()
+                .any(|&o| o != wi && self.anti[wi].contains(&o))
+            {
+                m |= 1 << 4;
+            }
         }
-        if l.workloads
-            .iter()
-            .any(|&o| o != wi && self.anti[wi].contains(&o))
-        {
-            m |= 1 << 4;
-        }
-        if self.max_per_rack[wi] != u32::MAX
-            && self
-                .per_rack
-                .get(&(wi, self.racks[n]))
-                .copied()
-                .unwrap_or(0)
-                >= self.max_per_rack[wi]
-        {
+        if !in_rack.is_empty() && in_rack[self.racks[n]] >= self.max_per_rack[wi] {
             m |= 1 << 5;
         }
-        if w.cpu > node.cpu_capacity - l.cpu + 1e-9 {
+        if w.cpu > hot.cpu_cap[n] - l.cpu + 1e-9 {
             m |= 1 << 6;
         }
-        let predicted = self.predicted(n, l.power + w.power.get());
-        if w.power.get() > self.capacity(n, margin) - l.power + 1e-9 {
+        // The same arithmetic as `Node::predicted_temp` + bias, from packed arrays.
+        let predicted =
+            hot.ambient[n] + (hot.base[n] + (l.power + w.power.get())) * hot.r_th[n] + self.bias[n];
+        if w.power.get() > hot.cap[n] - l.power + 1e-9 {
             m |= 1 << 7;
         }
         (m, predicted)
@@ -890,6 +920,7 @@ pub fn schedule(input: &ScheduleInput, cfg: &SchedulerConfig) -> SchedulePlan {
         .collect();
 
     // 3. Pending replicas, highest priority first.
+    let hot = pass.hot(place_margin);
     let mut order: Vec<usize> = (0..workloads.len()).collect();
     order.sort_by(|&a, &b| {
         workloads[b]
@@ -902,7 +933,8 @@ pub fn schedule(input: &ScheduleInput, cfg: &SchedulerConfig) -> SchedulePlan {
             if placed.contains_key(&(wi, r)) {
                 continue;
             }
-            let (best, candidates, rejected) = choose(&pass, wi, place_margin, cfg.explain_limit);
+            let (best, candidates, rejected) =
+                choose(&pass, &hot, wi, place_margin, cfg.explain_limit);
             let w = &workloads[wi];
             let prior = evicted_from.get(&(wi, r));
             let (action, reason) = match (best, prior) {
@@ -1018,6 +1050,7 @@ const REASON_CODES: [&str; 8] = [
 /// explanation.
 fn choose(
     pass: &Pass<'_>,
+    hot: &Hot,
     wi: usize,
     margin: f64,
     limit: usize,
@@ -1026,23 +1059,21 @@ fn choose(
     let mut rejected: Vec<(usize, f64, Vec<Reason>)> = Vec::new();
     let mut counts = [0usize; 8];
     let spread = pass.max_per_rack[wi] != u32::MAX;
+    let in_rack = if spread {
+        pass.rack_counts(wi)
+    } else {
+        Vec::new()
+    };
     for n in 0..pass.nodes.len() {
-        let (mask, predicted) = pass.mask(wi, n, margin);
+        let (mask, predicted) = pass.mask(wi, n, hot, &in_rack);
         debug_assert_eq!(
             mask == 0,
             pass.reasons(wi, n, margin, false).0.is_empty(),
             "fast and explained checks disagree"
         );
         if mask == 0 {
-            let in_rack = if spread {
-                pass.per_rack
-                    .get(&(wi, pass.racks[n]))
-                    .copied()
-                    .unwrap_or(0)
-            } else {
-                0
-            };
-            feasible.push((predicted, in_rack, n));
+            let here = if spread { in_rack[pass.racks[n]] } else { 0 };
+            feasible.push((predicted, here, n));
         } else {
             for (b, c) in counts.iter_mut().enumerate() {
                 if mask & (1 << b) != 0 {
