@@ -1,7 +1,7 @@
 //! The typed desired configuration, its validation seam, and config layering.
 
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 
 use wrale_core::BoardProfile;
@@ -40,8 +40,9 @@ pub struct DesiredConfig {
     pub min_fan_duty: Option<Percent>,
     /// GPIO outputs: BCM pin to level.
     pub gpio_outputs: BTreeMap<u8, Level>,
-    /// Workloads that should run on the device.
-    pub workloads: BTreeSet<String>,
+    /// Workload switches (`workload.<name>`): `true` runs the workload, `false`
+    /// stops it; a workload without a switch runs as the device configures it.
+    pub workloads: BTreeMap<String, bool>,
     /// Policy overrides, as TOML or JSON text for the policy engine.
     pub policy_overrides: Option<String>,
     /// Version of this config, bumped by the fleet on every rollout.
@@ -135,8 +136,8 @@ impl DesiredConfig {
             let v = if level.is_high() { "high" } else { "low" };
             m.insert(format!("{P_GPIO}{pin}"), v.into());
         }
-        for w in &self.workloads {
-            m.insert(format!("{P_WORKLOAD}{w}"), true.into());
+        for (w, on) in &self.workloads {
+            m.insert(format!("{P_WORKLOAD}{w}"), (*on).into());
         }
         m
     }
@@ -188,9 +189,13 @@ impl DesiredConfig {
                         };
                         c.gpio_outputs.insert(pin, level);
                     } else if let Some(name) = k.strip_prefix(P_WORKLOAD) {
-                        if v == &FieldValue::Bool(true) {
-                            c.workloads.insert(name.to_owned());
-                        }
+                        let FieldValue::Bool(on) = v else {
+                            return Err(Error::InvalidField {
+                                field: k.clone(),
+                                reason: "a workload switch is true or false".into(),
+                            });
+                        };
+                        c.workloads.insert(name.to_owned(), *on);
                     }
                 }
             }
@@ -640,7 +645,7 @@ mod tests {
             ]),
             min_fan_duty: Some(Percent::new(15.0).unwrap()),
             gpio_outputs: [(17, Level::High), (27, Level::Low)].into(),
-            workloads: ["camera".to_string()].into(),
+            workloads: [("camera".to_string(), true), ("backup".to_string(), false)].into(),
             policy_overrides: Some("[rules]".into()),
             config_version: 7,
         }
@@ -652,7 +657,13 @@ mod tests {
         let f = c.to_fields();
         assert_eq!(f["gpio.17"], FieldValue::from("high"));
         assert_eq!(f["fan_curve"], FieldValue::from("40:20,70.5:100"));
+        // A `false` switch stops a workload: it survives the round trip.
+        assert_eq!(f["workload.backup"], FieldValue::Bool(false));
         assert_eq!(DesiredConfig::from_fields(&f).unwrap(), c);
+        let mut bad = f.clone();
+        bad.insert("workload.backup".into(), FieldValue::from("off"));
+        let e = DesiredConfig::from_fields(&bad).unwrap_err().to_string();
+        assert!(e.contains("workload.backup"), "{e}");
     }
 
     #[test]
@@ -706,7 +717,11 @@ mod tests {
         dev.set("min_fan_duty_pct", 30.0).unwrap();
         let c = effective_config(&fleet, Some(&group), &dev, &v).unwrap();
         assert_eq!(c.warn, Some(Celsius(66.0)));
-        assert_eq!(c.workloads, ["agent".to_string()].into());
+        // The device layer switches the camera off: the switch is kept, not dropped.
+        assert_eq!(
+            c.workloads,
+            [("agent".to_string(), true), ("camera".to_string(), false)].into()
+        );
         assert_eq!(c.min_fan_duty.map(|p| p.get()), Some(30.0));
         dev.set("critical_c", 99.0).unwrap();
         assert!(matches!(

@@ -141,7 +141,7 @@ impl World {
                 self.twins[peer]
                     .edit_desired(
                         |c| {
-                            c.workloads.insert(name.clone());
+                            c.workloads.insert(name.clone(), true);
                         },
                         &a,
                         now,
@@ -227,7 +227,12 @@ fn check(script: &[Op], faults: Faults, seed: u64) -> Result<(), TestCaseError> 
         prop_assert_eq!(state(t), st.clone(), "peer {} resolved values", i);
         let d = t.desired().unwrap();
         for wl in &w.workloads {
-            prop_assert!(d.workloads.contains(wl), "peer {} lost workload {}", i, wl);
+            prop_assert!(
+                d.workloads.get(wl) == Some(&true),
+                "peer {} lost workload {}",
+                i,
+                wl
+            );
         }
         let r = t.reported().unwrap();
         // Alerts accumulate in the script (each report keeps the device's set

@@ -71,7 +71,7 @@ fn device_edits_offline_across_an_epoch_change() {
             |c| {
                 c.warn = Some(Celsius(70.0));
                 c.fan_profile = Some("balance".into());
-                c.workloads.insert("agent".into());
+                c.workloads.insert("agent".into(), true);
             },
             &alice(),
             t(1),
@@ -92,7 +92,7 @@ fn device_edits_offline_across_an_epoch_change() {
             |c| {
                 c.warn = Some(Celsius(68.0)); // concurrent with the brain below
                 c.fan_profile = Some("quiet".into()); // brain leaves it alone: sequential
-                c.workloads.insert("offline-job".into());
+                c.workloads.insert("offline-job".into(), true);
                 c.workloads.remove("agent");
             },
             &tech,
@@ -150,8 +150,8 @@ fn device_edits_offline_across_an_epoch_change() {
             Some("quiet"),
             "sequential offline edit applies"
         );
-        assert!(c.workloads.contains("offline-job"));
-        assert!(!c.workloads.contains("agent"), "offline delete carried");
+        assert!(c.workloads.contains_key("offline-job"));
+        assert!(!c.workloads.contains_key("agent"), "offline delete carried");
         let r = tw.reported().unwrap();
         assert_eq!(r.cpu_temp(), Some(Celsius(61.0)));
         assert!(r.alerts.contains_key("uv"));
@@ -205,7 +205,7 @@ fn a_peer_that_slept_through_two_epochs_still_carries_its_edits() {
     device
         .edit_desired(
             |c| {
-                c.workloads.insert("late".into());
+                c.workloads.insert("late".into(), true);
             },
             &dev(),
             t(1),
@@ -221,7 +221,7 @@ fn a_peer_that_slept_through_two_epochs_still_carries_its_edits() {
     assert_eq!(a.old_epoch, 0);
     assert_eq!(device.epoch(), 2);
     let c = device.desired().unwrap();
-    assert!(c.workloads.contains("late"));
+    assert!(c.workloads.contains_key("late"));
     assert_eq!(c.warn, Some(Celsius(60.0)));
     // An older epoch's document is refused and changes nothing.
     let heads = device.heads();

@@ -16,7 +16,7 @@ fn conformance(store: &mut dyn Store) {
     for i in 0..10 {
         tw.edit_desired(
             |c| {
-                c.workloads.insert(format!("w{i}"));
+                c.workloads.insert(format!("w{i}"), true);
             },
             &alice(),
             t(i),
@@ -55,7 +55,7 @@ fn conformance(store: &mut dyn Store) {
     );
     tw.edit_desired(
         |c| {
-            c.workloads.insert("after".into());
+            c.workloads.insert("after".into(), true);
         },
         &alice(),
         t(101),
@@ -82,7 +82,7 @@ fn sqlite_store_conformance_and_reopen() {
     let mut tw = load_twin(&store, device_id().as_str(), fleet())
         .unwrap()
         .unwrap();
-    assert!(tw.desired().unwrap().workloads.contains("after"));
+    assert!(tw.desired().unwrap().workloads.contains_key("after"));
     let _ = tw.heads();
 }
 
@@ -110,7 +110,7 @@ fn crash_child() {
     for n in start.. {
         tw.edit_desired(
             |c| {
-                c.workloads.insert(format!("w{n}"));
+                c.workloads.insert(format!("w{n}"), true);
             },
             &dev(),
             t(n as i64),
@@ -191,7 +191,7 @@ fn sqlite_store_survives_sigkill_at_random_points() {
         // Workloads of earlier epochs are carried in the snapshot too.
         for n in 0..=last {
             assert!(
-                wl.contains(&format!("w{n}")),
+                wl.contains_key(&format!("w{n}")),
                 "round {round}: acked w{n} lost (seed {seed})"
             );
         }

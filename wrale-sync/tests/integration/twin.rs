@@ -20,7 +20,7 @@ fn typed_sections_round_trip_through_save_and_load() {
             d.warn = Some(Celsius(65.0));
             d.min_fan_duty = Some(Percent::new(25.0).unwrap());
             d.gpio_outputs.insert(17, Level::High);
-            d.workloads.insert("camera".into());
+            d.workloads.insert("camera".into(), true);
             d.config_version = 3;
         },
         &alice(),
@@ -340,7 +340,7 @@ fn layered_config_from_documents_is_validated_and_written() {
         .edit_desired(
             |c| {
                 c.warn = Some(Celsius(68.0));
-                c.workloads.insert("agent".into());
+                c.workloads.insert("agent".into(), true);
             },
             &alice(),
             t(1),
@@ -367,6 +367,6 @@ fn layered_config_from_documents_is_validated_and_written() {
     assert_eq!(d.change_count(), n + 1);
     let got = d.desired().unwrap();
     assert_eq!(got.warn, Some(Celsius(64.0)));
-    assert!(got.workloads.contains("agent"));
+    assert!(got.workloads.contains_key("agent"));
     assert_eq!(got.min_fan_duty.map(|p| p.get()), Some(30.0));
 }
