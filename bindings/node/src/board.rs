@@ -226,7 +226,9 @@ impl Board {
     /// Sets a `sim` board's room temperature.
     #[napi]
     pub fn set_ambient(&self, env: Env, celsius: f64) -> napi::Result<()> {
-        self.sim_controls().or_throw(&env)?.set_ambient(Celsius(celsius));
+        self.sim_controls()
+            .or_throw(&env)?
+            .set_ambient(Celsius(celsius));
         Ok(())
     }
 
@@ -235,7 +237,10 @@ impl Board {
     #[napi(ts_args_type = "fault: string | Record<string, unknown>")]
     pub fn inject(&self, env: Env, fault: Value) -> napi::Result<()> {
         let fault: SimFault = from_value("fault", fault_value(fault)).or_throw(&env)?;
-        self.sim_controls().or_throw(&env)?.try_inject(fault).or_throw(&env)
+        self.sim_controls()
+            .or_throw(&env)?
+            .try_inject(fault)
+            .or_throw(&env)
     }
 
     /// Clears every injected fault of a `sim` board.
@@ -245,11 +250,13 @@ impl Board {
         Ok(())
     }
 
-    /// Sets a `sim` board's security input (`case_open`, `tamper`, `motion`...).
+    /// Sets a `sim` board's security input (`case_switch`, `tamper`, `motion`, `voltage_monitor`).
     #[napi]
     pub fn set_security(&self, env: Env, kind: String, active: bool) -> napi::Result<()> {
         let kind: SecurityKind = from_name("security kind", &kind).or_throw(&env)?;
-        self.sim_controls().or_throw(&env)?.set_security(kind, active);
+        self.sim_controls()
+            .or_throw(&env)?
+            .set_security(kind, active);
         Ok(())
     }
 

@@ -66,7 +66,7 @@ test('fault injection and clearing', () => {
   })
   // Faults from the options; a missing sensor reads null.
   assert.equal(Board.sim('pi4b', { faults: [{ kind: 'sensor_missing', sensor: 'cpu' }] }).sample().cpuTempC, null)
-  board.setSecurity('case_open', true)
+  board.setSecurity('case_switch', true)
 })
 
 test('fan, GPIO and PWM', () => {
