@@ -1055,9 +1055,11 @@ fn choose(
     margin: f64,
     limit: usize,
 ) -> (Option<usize>, Vec<Candidate>, BTreeMap<String, usize>) {
-    let mut feasible: Vec<(f64, u32, usize)> = Vec::new();
+    let mut feasible: Vec<(f64, u32, usize)> = Vec::with_capacity(pass.nodes.len());
     let mut rejected: Vec<(usize, f64, Vec<Reason>)> = Vec::new();
-    let mut counts = [0usize; 8];
+    // Rejected nodes per reason mask (one increment per node); per reason
+    // code below.
+    let mut by_mask = [0usize; 256];
     let spread = pass.max_per_rack[wi] != u32::MAX;
     let in_rack = if spread {
         pass.rack_counts(wi)
@@ -1075,13 +1077,17 @@ fn choose(
             let here = if spread { in_rack[pass.racks[n]] } else { 0 };
             feasible.push((predicted, here, n));
         } else {
-            for (b, c) in counts.iter_mut().enumerate() {
-                if mask & (1 << b) != 0 {
-                    *c += 1;
-                }
-            }
+            by_mask[mask as usize] += 1;
             if rejected.len() < limit {
                 rejected.push((n, predicted, pass.reasons(wi, n, margin, false).0));
+            }
+        }
+    }
+    let mut counts = [0usize; 8];
+    for (mask, n) in by_mask.iter().enumerate().filter(|(_, n)| **n > 0) {
+        for (b, c) in counts.iter_mut().enumerate() {
+            if mask & (1 << b) != 0 {
+                *c += n;
             }
         }
     }
