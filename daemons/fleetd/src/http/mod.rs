@@ -15,8 +15,8 @@ mod audit;
 mod devices;
 mod events;
 mod metrics;
-pub mod orchestrate;
 pub mod openapi;
+pub mod orchestrate;
 pub mod telemetry;
 pub mod twins;
 
