@@ -136,9 +136,53 @@ impl Error {
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<Error> for wrale_core::ErrorReport {
+    /// API errors carry the server's own message (the `Display` form appends the
+    /// code) and its details plus the HTTP `status`.
+    fn from(e: Error) -> Self {
+        let mut report = wrale_core::ErrorReport::new(e.category(), e.code(), "");
+        match e {
+            Error::Api {
+                message,
+                mut details,
+                status,
+                ..
+            } => {
+                details.insert("status".into(), status.into());
+                report.message = message;
+                report.details = Some(details);
+            }
+            other => report.message = other.to_string(),
+        }
+        report
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reports_carry_the_server_message_and_details_with_the_status() {
+        let e = Error::from_response(
+            404,
+            br#"{"error":{"code":"not_found","message":"no device pi-9","device":"pi-9"}}"#,
+        );
+        let r = wrale_core::ErrorReport::from(e);
+        assert_eq!(r.category, wrale_core::ErrorCategory::NotFound);
+        assert_eq!(
+            (r.code.as_str(), r.message.as_str()),
+            ("not_found", "no device pi-9")
+        );
+        let d = r.details.unwrap();
+        assert_eq!(
+            (d["status"].as_u64(), d["device"].as_str()),
+            (Some(404), Some("pi-9"))
+        );
+        let t = wrale_core::ErrorReport::from(Error::Transport("refused".into()));
+        assert_eq!((t.code.as_str(), t.details), ("transport", None));
+        assert!(t.message.contains("refused"), "{}", t.message);
+    }
 
     #[test]
     fn api_error_keeps_code_message_and_details() {

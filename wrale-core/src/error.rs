@@ -182,6 +182,22 @@ impl ErrorCategory {
         }
     }
 
+    /// The exception/error class name the bindings give this category, the same
+    /// in every language (`PolicyViolation`, `HardwareError`, `NotFound`, ...).
+    pub fn class_name(self) -> &'static str {
+        match self {
+            ErrorCategory::Policy => "PolicyViolation",
+            ErrorCategory::Hardware => "HardwareError",
+            ErrorCategory::Sync => "SyncError",
+            ErrorCategory::Auth => "AuthError",
+            ErrorCategory::NotFound => "NotFound",
+            ErrorCategory::InvalidInput => "InvalidInput",
+            ErrorCategory::Conflict => "ConflictError",
+            ErrorCategory::Unavailable => "Unavailable",
+            ErrorCategory::Internal => "InternalError",
+        }
+    }
+
     /// The category of a stable error code seen on a wire (fleetd's error bodies,
     /// command replies, the crates' own `code()`s); `None` for a code Wrale does
     /// not define.
@@ -227,6 +243,54 @@ impl From<Refused> for Error {
             rule: r.rule,
             reason: r.reason,
         }
+    }
+}
+
+/// Any crate's error reduced to what crosses a language boundary: category,
+/// stable code, message and (for API errors) details. wrale-hal, wrale-sync and
+/// wrale-client convert their errors into it, so every binding maps one type.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ErrorReport {
+    /// The family, which picks the binding's error class.
+    pub category: ErrorCategory,
+    /// The stable snake_case code of the Rust error (or the server's).
+    pub code: String,
+    /// The message (for API errors, the server's own message).
+    pub message: String,
+    /// Structured details (API errors: the server's details plus `status`).
+    pub details: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+impl ErrorReport {
+    /// A report without details.
+    pub fn new(
+        category: ErrorCategory,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        ErrorReport {
+            category,
+            code: code.into(),
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    /// Bad input found by the caller (a binding's argument check).
+    pub fn invalid_input(code: &str, message: impl Into<String>) -> Self {
+        Self::new(ErrorCategory::InvalidInput, code, message)
+    }
+}
+
+impl From<Error> for ErrorReport {
+    fn from(e: Error) -> Self {
+        ErrorReport::new(e.category(), e.code(), e.to_string())
+    }
+}
+
+impl From<Refused> for ErrorReport {
+    fn from(r: Refused) -> Self {
+        Error::from(r).into()
     }
 }
 

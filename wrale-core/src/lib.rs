@@ -30,7 +30,7 @@ pub mod time;
 pub mod units;
 
 pub use board::{BoardModel, BoardProfile};
-pub use error::{Error, ErrorCategory, Refused, Result, RuleId};
+pub use error::{Error, ErrorCategory, ErrorReport, Refused, Result, RuleId};
 pub use events::{Event, EventBus};
 pub use model::{DeviceId, GroupId, HalErrorKind, Reading, Sample};
 pub use policy::{Action, Decision, PolicySet, PolicyStore, SafetyState, Verdict};

@@ -154,6 +154,12 @@ impl HalError {
     }
 }
 
+impl From<HalError> for wrale_core::ErrorReport {
+    fn from(e: HalError) -> Self {
+        wrale_core::ErrorReport::new(e.category(), e.code(), e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

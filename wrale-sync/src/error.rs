@@ -127,6 +127,12 @@ impl Error {
 /// `Result` with this crate's [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl From<Error> for wrale_core::ErrorReport {
+    fn from(e: Error) -> Self {
+        wrale_core::ErrorReport::new(e.category(), e.code(), e.to_string())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -6,99 +6,10 @@
 use napi::JsValue;
 use napi::bindgen_prelude::{JsObjectValue, Object};
 use napi::{Env, JsError};
-use wrale_core::ErrorCategory;
 
-/// An error on its way to JS: category, code, message and API details.
-#[derive(Debug, Clone)]
-pub(crate) struct Failure {
-    category: ErrorCategory,
-    code: String,
-    message: String,
-    details: Option<serde_json::Map<String, serde_json::Value>>,
-}
-
-impl Failure {
-    pub(crate) fn new(
-        category: ErrorCategory,
-        code: impl Into<String>,
-        message: impl Into<String>,
-    ) -> Self {
-        Self {
-            category,
-            code: code.into(),
-            message: message.into(),
-            details: None,
-        }
-    }
-
-    pub(crate) fn invalid_input(code: &str, message: impl Into<String>) -> Self {
-        Self::new(ErrorCategory::InvalidInput, code, message)
-    }
-}
-
-impl From<wrale_core::Error> for Failure {
-    fn from(e: wrale_core::Error) -> Self {
-        Self::new(e.category(), e.code(), e.to_string())
-    }
-}
-
-impl From<wrale_hal::HalError> for Failure {
-    fn from(e: wrale_hal::HalError) -> Self {
-        Self::new(e.category(), e.code(), e.to_string())
-    }
-}
-
-impl From<wrale_sync::Error> for Failure {
-    fn from(e: wrale_sync::Error) -> Self {
-        Self::new(e.category(), e.code(), e.to_string())
-    }
-}
-
-impl From<wrale_client::Error> for Failure {
-    fn from(e: wrale_client::Error) -> Self {
-        // The server's own message (the Display form appends the code).
-        let (message, details) = match &e {
-            wrale_client::Error::Api {
-                message,
-                details,
-                status,
-                ..
-            } => {
-                let mut d = details.clone();
-                d.insert("status".into(), (*status).into());
-                (message.clone(), Some(d))
-            }
-            other => (other.to_string(), None),
-        };
-        Self {
-            category: e.category(),
-            code: e.code().to_owned(),
-            message,
-            details,
-        }
-    }
-}
-
-impl From<wrale_core::Refused> for Failure {
-    fn from(r: wrale_core::Refused) -> Self {
-        wrale_core::Error::from(r).into()
-    }
-}
-
-/// The class name of a category, the same in every binding.
-fn class_name(category: ErrorCategory) -> &'static str {
-    match category {
-        ErrorCategory::Policy => "PolicyViolation",
-        ErrorCategory::Hardware => "HardwareError",
-        ErrorCategory::Sync => "SyncError",
-        ErrorCategory::Auth => "AuthError",
-        ErrorCategory::NotFound => "NotFound",
-        ErrorCategory::InvalidInput => "InvalidInput",
-        ErrorCategory::Conflict => "ConflictError",
-        ErrorCategory::Unavailable => "Unavailable",
-        _ => "InternalError",
-    }
-}
+/// An error on its way to JS: every crate error converts into it
+/// ([`wrale_core::ErrorReport`]: category, code, message, API details).
+pub(crate) type Failure = wrale_core::ErrorReport;
 
 /// Builds the JS error (on the JS thread) and wraps it so napi throws or
 /// rejects with exactly that object.
@@ -107,7 +18,7 @@ pub(crate) fn to_js(env: &Env, f: Failure) -> napi::Error {
         let value =
             JsError::from(napi::Error::new(f.code.clone(), f.message.clone())).into_unknown(*env);
         let mut obj: Object<'_> = value.coerce_to_object()?;
-        obj.set_named_property("name", class_name(f.category))?;
+        obj.set_named_property("name", f.category.class_name())?;
         obj.set_named_property("category", f.category.as_str())?;
         if let Some(d) = &f.details {
             obj.set_named_property("details", env.to_js_value(d)?)?;

@@ -67,14 +67,10 @@ create_exception!(
     "A bug or a broken store."
 );
 
-/// An error on its way to Python: category, code, message and API details.
+/// An error on its way to Python: a [`wrale_core::ErrorReport`] (category,
+/// code, message, API details), wrapped so it can convert into `PyErr`.
 #[derive(Debug, Clone)]
-pub(crate) struct Failure {
-    category: ErrorCategory,
-    code: String,
-    message: String,
-    details: Option<serde_json::Map<String, serde_json::Value>>,
-}
+pub(crate) struct Failure(wrale_core::ErrorReport);
 
 impl Failure {
     pub(crate) fn new(
@@ -82,68 +78,31 @@ impl Failure {
         code: impl Into<String>,
         message: impl Into<String>,
     ) -> Self {
-        Self {
-            category,
-            code: code.into(),
-            message: message.into(),
-            details: None,
-        }
+        Self(wrale_core::ErrorReport::new(category, code, message))
     }
 
     pub(crate) fn invalid_input(code: &str, message: impl Into<String>) -> Self {
-        Self::new(ErrorCategory::InvalidInput, code, message)
+        Self(wrale_core::ErrorReport::invalid_input(code, message))
     }
 }
 
-impl From<wrale_core::Error> for Failure {
-    fn from(e: wrale_core::Error) -> Self {
-        Self::new(e.category(), e.code(), e.to_string())
-    }
-}
-
-impl From<wrale_hal::HalError> for Failure {
-    fn from(e: wrale_hal::HalError) -> Self {
-        Self::new(e.category(), e.code(), e.to_string())
-    }
-}
-
-impl From<wrale_sync::Error> for Failure {
-    fn from(e: wrale_sync::Error) -> Self {
-        Self::new(e.category(), e.code(), e.to_string())
-    }
-}
-
-impl From<wrale_client::Error> for Failure {
-    fn from(e: wrale_client::Error) -> Self {
-        // The server's own message (the Display form appends the code).
-        let message = match &e {
-            wrale_client::Error::Api { message, .. } => message.clone(),
-            other => other.to_string(),
-        };
-        let details = match &e {
-            wrale_client::Error::Api {
-                details, status, ..
-            } => {
-                let mut d = details.clone();
-                d.insert("status".into(), (*status).into());
-                Some(d)
+/// Every crate error reaches Python through its `ErrorReport` conversion.
+macro_rules! via_report {
+    ($($t:ty),* $(,)?) => {$(
+        impl From<$t> for Failure {
+            fn from(e: $t) -> Self {
+                Self(e.into())
             }
-            _ => None,
-        };
-        Self {
-            category: e.category(),
-            code: e.code().to_owned(),
-            message,
-            details,
         }
-    }
+    )*};
 }
-
-impl From<wrale_core::Refused> for Failure {
-    fn from(r: wrale_core::Refused) -> Self {
-        wrale_core::Error::from(r).into()
-    }
-}
+via_report!(
+    wrale_core::Error,
+    wrale_core::Refused,
+    wrale_hal::HalError,
+    wrale_sync::Error,
+    wrale_client::Error,
+);
 
 fn new_err(category: ErrorCategory, message: String) -> PyErr {
     match category {
@@ -160,7 +119,7 @@ fn new_err(category: ErrorCategory, message: String) -> PyErr {
 }
 
 impl From<Failure> for PyErr {
-    fn from(f: Failure) -> PyErr {
+    fn from(Failure(f): Failure) -> PyErr {
         Python::attach(|py| {
             let err = new_err(f.category, f.message.clone());
             let value = err.value(py);
