@@ -142,6 +142,53 @@ impl fmt::Display for Author {
     }
 }
 
+/// Error for text that does not name an [`Author`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("author {text:?}: {reason}")]
+pub struct InvalidAuthor {
+    /// The text that was given.
+    pub text: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl From<InvalidAuthor> for wrale_core::ErrorReport {
+    fn from(e: InvalidAuthor) -> Self {
+        wrale_core::ErrorReport::invalid_input("invalid_author", e.to_string())
+    }
+}
+
+/// Parses `kind:name`: `user:ada`, `device:pi-1`, `local:bob` (or
+/// `local_operator:bob`), `fleet:fleetd`. The genesis kind is not accepted: no
+/// caller writes as the genesis.
+impl std::str::FromStr for Author {
+    type Err = InvalidAuthor;
+    fn from_str(text: &str) -> Result<Self, InvalidAuthor> {
+        let bad = |reason: String| InvalidAuthor {
+            text: text.to_owned(),
+            reason,
+        };
+        let (kind, name) = text
+            .split_once(':')
+            .ok_or_else(|| bad("expected kind:name (user, device, local, fleet)".into()))?;
+        let kind = match kind {
+            "local" => AuthorKind::LocalOperator,
+            k => match AuthorKind::parse(k) {
+                Some(AuthorKind::Genesis) | None => {
+                    return Err(bad(format!(
+                        "kind {k:?}: expected user, device, local or fleet"
+                    )));
+                }
+                Some(k) => k,
+            },
+        };
+        if name.trim().is_empty() {
+            return Err(bad("the name is empty".into()));
+        }
+        Ok(Author::new(kind, name))
+    }
+}
+
 pub(crate) const ACTOR_LEN: usize = 16;
 
 /// A fresh actor id for `kind`: the kind byte followed by 15 random bytes. Each
@@ -166,6 +213,23 @@ pub(crate) fn genesis_actor() -> ActorId {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn authors_parse_kind_and_name() {
+        let a: Author = "fleet:fleetd".parse().unwrap();
+        assert_eq!(a, Author::fleet("fleetd"));
+        assert_eq!(
+            "local:bob".parse::<Author>().unwrap(),
+            Author::local_operator("bob")
+        );
+        assert_eq!(a.encode().parse::<Author>().unwrap(), a);
+        for bad in ["ada", "robot:x", "genesis:g", "user:"] {
+            let e = bad.parse::<Author>().unwrap_err();
+            assert!(e.to_string().contains(bad), "{e}");
+        }
+        let r = wrale_core::ErrorReport::from("x".parse::<Author>().unwrap_err());
+        assert_eq!(r.code, "invalid_author");
+    }
 
     #[test]
     fn kind_travels_in_the_actor_id() {

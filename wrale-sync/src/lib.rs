@@ -28,6 +28,7 @@ pub mod agent;
 mod author;
 mod command;
 mod config;
+pub mod credential;
 #[cfg(feature = "embedded")]
 pub mod embedded;
 mod envelope;
@@ -51,7 +52,7 @@ pub use agent::{
     Agent, AgentConfig, AgentHandle, AgentMode, AgentStatus, Backoff, Connector, FnConnector,
     IncomingCommand, TelemetrySource,
 };
-pub use author::{Author, AuthorKind};
+pub use author::{Author, AuthorKind, InvalidAuthor};
 pub use command::{
     CommandReply, CommandStatus, FleetCommand, MAX_COMMAND_ID, decode_command,
     decode_command_result, encode_command, encode_command_result,

@@ -38,6 +38,53 @@ impl fmt::Display for Actor {
     }
 }
 
+/// Error for text that does not name an [`Actor`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("actor {text:?}: {reason}")]
+pub struct InvalidActor {
+    /// The text that was given.
+    pub text: String,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl From<InvalidActor> for crate::ErrorReport {
+    fn from(e: InvalidActor) -> Self {
+        crate::ErrorReport::invalid_input("invalid_actor", e.to_string())
+    }
+}
+
+/// Parses the [`Display`](fmt::Display) form back: `user:ada`, `device:pi-1`,
+/// `local:bob`, `fleet`. A bare name (`ada`) is a user, as operators type it.
+impl FromStr for Actor {
+    type Err = InvalidActor;
+    fn from_str(text: &str) -> Result<Self, InvalidActor> {
+        let bad = |reason: String| InvalidActor {
+            text: text.to_owned(),
+            reason,
+        };
+        let named = |name: &str| {
+            if name.trim().is_empty() {
+                Err(bad("the name is empty".into()))
+            } else {
+                Ok(name.to_owned())
+            }
+        };
+        match text.split_once(':') {
+            None if text == "fleet" => Ok(Actor::Fleet),
+            None => Ok(Actor::User(named(text)?)),
+            Some(("user", u)) => Ok(Actor::User(named(u)?)),
+            Some(("local", u)) => Ok(Actor::LocalOperator(named(u)?)),
+            Some(("device", d)) => DeviceId::new(d)
+                .map(Actor::Device)
+                .map_err(|e| bad(e.to_string())),
+            Some((kind, _)) => Err(bad(format!(
+                "kind {kind:?}: expected user, device, local or fleet"
+            ))),
+        }
+    }
+}
+
 /// A fan-curve profile, from the quietest to the most cooling.
 ///
 /// The order matters: `Quiet < Balance < Cool < Max`, and "tighter" means further
@@ -348,6 +395,26 @@ impl CommandRequest {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn actors_parse_their_display_form() {
+        for a in [
+            Actor::User("ada".into()),
+            Actor::Device(DeviceId::new("pi-1").unwrap()),
+            Actor::Fleet,
+            Actor::LocalOperator("bob".into()),
+        ] {
+            assert_eq!(a.to_string().parse::<Actor>().unwrap(), a);
+        }
+        assert_eq!("ada".parse::<Actor>().unwrap(), Actor::User("ada".into()));
+        let e = "robot:x".parse::<Actor>().unwrap_err();
+        assert!(e.to_string().contains("\"robot\""), "{e}");
+        assert!("user:".parse::<Actor>().is_err());
+        assert!("device:Not Valid".parse::<Actor>().is_err());
+        let r = crate::ErrorReport::from(e);
+        assert_eq!(r.code, "invalid_actor");
+        assert_eq!(r.category, crate::ErrorCategory::InvalidInput);
+    }
 
     #[test]
     fn commands_are_tagged_snake_case() {

@@ -8,7 +8,8 @@ pub mod sample;
 
 pub use alert::{Alert, AlertCode, Severity};
 pub use command::{
-    Actor, Command, CommandKind, CommandRequest, CommandTarget, FanProfileName, UnknownCommand,
+    Actor, Command, CommandKind, CommandRequest, CommandTarget, FanProfileName, InvalidActor,
+    UnknownCommand,
 };
 pub use device::{DeviceId, DeviceInfo, GroupId, InvalidId, Location};
 pub use hardware::{

@@ -1,9 +1,6 @@
 //! Enrollment: a one-time enrollment token exchanged for a device credential
 //! (`POST /api/v1/enroll`, docs/fleet-api.md), and the credential file.
 
-use std::io::Write as _;
-use std::os::unix::fs::OpenOptionsExt as _;
-use std::path::Path;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -142,70 +139,11 @@ pub async fn enroll(
     }
 }
 
-/// Reads the stored credential; `Ok(None)` when there is none yet.
-pub fn read_credential(path: &Path) -> std::io::Result<Option<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => {
-            let c = text.trim();
-            if c.is_empty() {
-                Ok(None)
-            } else {
-                Ok(Some(c.to_owned()))
-            }
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(e),
-    }
-}
-
-/// Stores the credential durably with mode 0600: written to a temporary file
-/// created with that mode (never readable by others, not even for a moment),
-/// synced, then renamed over `path`.
-pub fn write_credential(path: &Path, credential: &str) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|d| !d.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "fleet-credential".into());
-    let tmp = dir.join(format!(".{name}.tmp"));
-    let _stale = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    f.write_all(credential.as_bytes())?;
-    f.write_all(b"\n")?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    if let Ok(d) = std::fs::File::open(dir) {
-        let _best_effort = d.sync_all();
-    }
-    Ok(())
-}
+pub use wrale_sync::credential::{read_credential, write_credential};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::os::unix::fs::PermissionsExt as _;
-
-    #[test]
-    fn credential_is_written_0600_and_read_back() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("sub").join("fleet-credential");
-        assert_eq!(read_credential(&path).unwrap(), None);
-        write_credential(&path, "wrd_abc").unwrap();
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
-        assert_eq!(mode, 0o600);
-        assert_eq!(read_credential(&path).unwrap().as_deref(), Some("wrd_abc"));
-        write_credential(&path, "wrd_def").unwrap();
-        assert_eq!(read_credential(&path).unwrap().as_deref(), Some("wrd_def"));
-    }
 
     #[test]
     fn error_bodies_are_summarised() {
