@@ -13,7 +13,7 @@ use wrale_core::model::{
 use crate::error::{HalError, Result};
 use crate::events::EventHub;
 use crate::gpio::Gpio;
-use crate::platform::{I2cBus, LoadGenerator, Platform};
+use crate::platform::{BootInfo, I2cBus, LoadGenerator, Platform};
 use crate::power::{Battery, PowerMonitor, PowerSupply};
 use crate::security::SecurityInput;
 use crate::thermal::{Fan, ThermalSensor};
@@ -181,6 +181,15 @@ impl Board {
     /// CPU and storage figures, if available.
     pub fn platform(&self) -> Option<&Arc<dyn Platform>> {
         self.platform.as_ref()
+    }
+
+    /// The running boot's id and time (a new id after every reboot);
+    /// `Unsupported` when the board has no platform figures or its backend no boot id.
+    pub fn boot(&self) -> Result<BootInfo> {
+        self.platform
+            .as_ref()
+            .ok_or_else(|| HalError::unsupported("this board has no platform figures"))?
+            .boot()
     }
 
     /// I2C buses (for diagnostics).

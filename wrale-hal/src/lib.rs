@@ -43,6 +43,7 @@ pub use board::{Board, BoardBuilder, Clock, SystemClock};
 pub use config::{BackendConfig, Ina219Config, LinuxConfig, RpiConfig, SimConfig, open};
 pub use error::{HalError, HalErrorKind, Result};
 pub use events::{EventHub, HalEvent};
+pub use platform::BootInfo;
 /// Simulator settings are always compiled, so configs and scripts can name them in
 /// any build (opening the `sim` backend still needs the `sim` feature).
 pub use sim_config::{BatteryConfig, Cooling, ScriptStep, SimAction, SimFault, SimTime};

@@ -249,6 +249,9 @@ pub enum SimAction {
     PowerOff,
     /// Powers the board back on.
     PowerOn,
+    /// Reboots the board: a power cycle it comes back from at once (when a source
+    /// can feed it), with a new boot id and the firmware's sticky bits cleared.
+    Reboot,
 }
 
 /// A fault the simulator can inject (and clear) at any time.

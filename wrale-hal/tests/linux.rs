@@ -154,6 +154,47 @@ fn cpu_load_is_the_delta_between_two_snapshots() {
 }
 
 #[test]
+fn boot_identity_from_proc() {
+    let dir = copy_fixture("pi4");
+    let board = open(dir.path());
+    let boot = board.boot().unwrap();
+    assert_eq!(boot.boot_id, "6e1f0a2c-3b4d-4e5f-8a9b-0c1d2e3f4a5b");
+    assert_eq!(
+        boot.booted_at,
+        wrale_core::Timestamp::from_secs(1_795_000_000)
+    );
+    // A reboot: the kernel draws a new id and the boot time moves.
+    write(
+        dir.path(),
+        "proc/sys/kernel/random/boot_id",
+        "0A1B2C3D-4E5F-4A6B-8C7D-9E0F1A2B3C4D\n",
+    );
+    write(
+        dir.path(),
+        "proc/stat",
+        "cpu  1 0 1 1 0 0 0 0 0 0\nbtime 1795003600\n",
+    );
+    let again = board.boot().unwrap();
+    assert_eq!(again.boot_id, "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d");
+    assert_eq!(
+        again.booted_at,
+        wrale_core::Timestamp::from_secs(1_795_003_600)
+    );
+    // Garbage is a sensor fault, never a made-up id; a missing file is not found.
+    write(dir.path(), "proc/sys/kernel/random/boot_id", "not-a-uuid\n");
+    assert_eq!(board.boot().unwrap_err().kind(), HalErrorKind::SensorFault);
+    write(
+        dir.path(),
+        "proc/sys/kernel/random/boot_id",
+        "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d\n",
+    );
+    write(dir.path(), "proc/stat", "cpu  1 0 1 1 0 0 0 0 0 0\n");
+    assert_eq!(board.boot().unwrap_err().kind(), HalErrorKind::SensorFault);
+    fs::remove_file(dir.path().join("proc/sys/kernel/random/boot_id")).unwrap();
+    assert_eq!(board.boot().unwrap_err().kind(), HalErrorKind::NotFound);
+}
+
+#[test]
 fn pi5_sample_is_exact() {
     let dir = copy_fixture("pi5");
     let board = open(dir.path());

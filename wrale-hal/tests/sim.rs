@@ -1147,3 +1147,79 @@ proptest! {
         prop_assert_eq!(a.board().sample(), b.board().sample());
     }
 }
+
+// ----- boots -----
+
+#[test]
+fn the_boot_id_changes_with_every_boot_and_only_then() {
+    let c = quiet(BoardModel::Pi4B);
+    let s = sim(&c);
+    let board = s.board();
+    let first = board.boot().unwrap();
+    assert_eq!(first.booted_at, DEFAULT_SIM_START);
+    assert_eq!(first.boot_id.len(), 36, "{}", first.boot_id);
+    // Deterministic: the same config gives the same id; another seed another one.
+    assert_eq!(sim(&c).board().boot().unwrap(), first);
+    let other = sim(&SimConfig {
+        seed: 7,
+        ..c.clone()
+    })
+    .board()
+    .boot()
+    .unwrap();
+    assert_ne!(other.boot_id, first.boot_id);
+    // Time passing, load and faults are not boots.
+    s.set_load(Percent::FULL);
+    s.inject(SimFault::FanStall);
+    s.run_for(secs(120));
+    assert_eq!(board.boot().unwrap(), first);
+
+    // A reboot command: a new id, booted now, the sticky throttle bits cleared.
+    s.run_for(secs(60));
+    let at = s.now();
+    s.reboot();
+    assert!(s.is_powered());
+    let second = board.boot().unwrap();
+    assert_ne!(second.boot_id, first.boot_id);
+    assert_eq!(second.booted_at, at);
+    assert!(
+        !board
+            .power()
+            .unwrap()
+            .throttle()
+            .unwrap()
+            .throttled_occurred
+    );
+
+    // A scripted reboot, then power off and on: one new id each.
+    s.apply(SimAction::Reboot);
+    let third = board.boot().unwrap();
+    assert_ne!(third.boot_id, second.boot_id);
+    s.power_off();
+    assert_eq!(board.boot().unwrap_err().kind(), HalErrorKind::Timeout);
+    s.run_for(secs(10));
+    s.power_on();
+    let fourth = board.boot().unwrap();
+    assert!(
+        ![&first, &second, &third]
+            .iter()
+            .any(|b| b.boot_id == fourth.boot_id)
+    );
+    assert_eq!(fourth.booted_at, s.now());
+}
+
+#[test]
+fn a_brown_out_is_a_reboot() {
+    let s = sim(&quiet(BoardModel::Pi4B));
+    let before = s.board().boot().unwrap();
+    s.inject(SimFault::PowerSourceLost {
+        source: PowerSourceKind::Main,
+    });
+    assert!(!s.is_powered());
+    s.run_for(secs(5));
+    s.clear_faults();
+    assert!(s.is_powered());
+    let after = s.board().boot().unwrap();
+    assert_ne!(after.boot_id, before.boot_id);
+    assert_eq!(after.booted_at, s.now());
+}

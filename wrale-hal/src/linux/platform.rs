@@ -1,15 +1,17 @@
 //! CPU load from `/proc/stat`, CPU frequency from cpufreq, storage wear from
-//! `/proc/diskstats` and the eMMC `life_time` / `pre_eol_info` attributes.
+//! `/proc/diskstats` and the eMMC `life_time` / `pre_eol_info` attributes, the
+//! boot identity from `/proc/sys/kernel/random/boot_id` and `btime` of `/proc/stat`.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
 
+use wrale_core::Timestamp;
 use wrale_core::model::{PreEol, StorageKind, StorageWear};
 use wrale_core::units::{MegaHertz, Percent};
 
 use super::sysfs;
 use crate::error::{HalError, Result};
-use crate::platform::Platform;
+use crate::platform::{BootInfo, Platform};
 
 /// Aggregate CPU time counters of the `cpu` line of `/proc/stat`, in clock ticks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -74,6 +76,46 @@ pub(crate) fn load_between(sensor: &str, prev: CpuTimes, now: CpuTimes) -> Resul
     }
     let busy = (d_total - d_idle) as f64 / d_total as f64;
     Ok(Some(Percent::saturating(busy * 100.0)))
+}
+
+/// The kernel's boot id: a hyphenated UUID (8-4-4-4-12 hex digits), returned in
+/// lower case. Anything else is a fault (never a made-up id: a wrong one would look
+/// like a reboot to the fleet).
+pub(crate) fn parse_boot_id(sensor: &str, text: &str) -> Result<String> {
+    let t = text.trim();
+    let groups: Vec<&str> = t.split('-').collect();
+    let shape_ok = groups.len() == 5
+        && groups
+            .iter()
+            .zip([8, 4, 4, 4, 12])
+            .all(|(g, n)| g.len() == n && g.bytes().all(|b| b.is_ascii_hexdigit()));
+    if shape_ok {
+        Ok(t.to_ascii_lowercase())
+    } else {
+        Err(HalError::sensor_fault(
+            sensor,
+            format!("not a boot id: {}", sysfs::excerpt(t)),
+        ))
+    }
+}
+
+/// `btime` of `/proc/stat`: the boot time in seconds since the Unix epoch.
+pub(crate) fn parse_btime(sensor: &str, text: &str) -> Result<Timestamp> {
+    let line = text
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("btime"))
+        .ok_or_else(|| HalError::sensor_fault(sensor, "no `btime` line"))?;
+    let mut cols = line.split_whitespace().skip(1);
+    match (cols.next().map(str::parse::<i64>), cols.next()) {
+        // Seconds since the epoch; anything past year 9999 is garbage, not a time.
+        (Some(Ok(secs)), None) if (0..253_402_300_800).contains(&secs) => {
+            Ok(Timestamp::from_secs(secs))
+        }
+        _ => Err(HalError::sensor_fault(
+            sensor,
+            format!("bad btime line: {}", sysfs::excerpt(line)),
+        )),
+    }
 }
 
 /// One whole-disk line of `/proc/diskstats`.
@@ -252,6 +294,16 @@ impl Platform for ProcPlatform {
             .filter_map(|d| self.storage_of(d))
             .collect())
     }
+
+    fn boot(&self) -> Result<BootInfo> {
+        let id_path = self.root.join("proc/sys/kernel/random/boot_id");
+        let boot_id = parse_boot_id(&id_path.display().to_string(), &sysfs::read_text(&id_path)?)?;
+        let booted_at = parse_btime(
+            &self.proc_stat.display().to_string(),
+            &sysfs::read_text(&self.proc_stat)?,
+        )?;
+        Ok(BootInfo { boot_id, booted_at })
+    }
 }
 
 #[cfg(test)]
@@ -283,6 +335,47 @@ mod tests {
         for bad in ["", "cpu0 1 2 3 4", "cpu  1 2 x 4", "cpu 1 2", "intr 5"] {
             assert_eq!(
                 parse_proc_stat("s", bad).unwrap_err().kind(),
+                HalErrorKind::SensorFault,
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn boot_id_and_btime() {
+        assert_eq!(
+            parse_boot_id("s", "4B0B5C2E-96f1-4c3a-9d47-0123456789ab\n").unwrap(),
+            "4b0b5c2e-96f1-4c3a-9d47-0123456789ab"
+        );
+        for bad in [
+            "",
+            "banana",
+            "4b0b5c2e96f14c3a9d470123456789ab",
+            "4b0b5c2e-96f1-4c3a-9d47-0123456789a",
+            "4b0b5c2e-96f1-4c3a-9d47-0123456789ag",
+            "4b0b5c2e-96f1-4c3a-9d47-0123456789ab-00",
+        ] {
+            assert_eq!(
+                parse_boot_id("s", bad).unwrap_err().kind(),
+                HalErrorKind::SensorFault,
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            parse_btime("s", "cpu  1 2 3 4\nbtime 1795000000\nprocesses 4\n").unwrap(),
+            Timestamp::from_secs(1_795_000_000)
+        );
+        for bad in [
+            "",
+            "cpu  1 2 3 4\n",
+            "btime\n",
+            "btime -5\n",
+            "btime 12x\n",
+            "btime 1 2\n",
+            "btime 99999999999999\n",
+        ] {
+            assert_eq!(
+                parse_btime("s", bad).unwrap_err().kind(),
                 HalErrorKind::SensorFault,
                 "{bad:?}"
             );

@@ -36,6 +36,12 @@
 //! [`Board::sample`] shows [`Reading::Fault`](wrale_core::Reading::Fault) with kind
 //! `timeout` everywhere; [`SimBoard::state`] still shows the true physics.
 //!
+//! **Boots**: the board reports a boot id and boot time ([`Board::boot`]). The id
+//! is derived from the seed, the start time and a boot counter, so it is the same
+//! on every run, and it changes whenever the board boots again: a
+//! [`SimBoard::reboot`] (or a `reboot` script action), a power-on after
+//! [`SimBoard::power_off`], or the return of a source after a brown-out.
+//!
 //! ```
 //! use std::time::Duration;
 //! use wrale_core::units::Percent;
@@ -402,6 +408,13 @@ impl SimBoard {
             let at = m.now();
             m.power_on_at(at);
         });
+    }
+
+    /// Reboots the board: a power cycle it comes back from at once when a source
+    /// can feed it. The boot id changes ([`Board::boot`]), the boot time is now,
+    /// the firmware's sticky throttle bits start afresh.
+    pub fn reboot(&self) {
+        self.apply(SimAction::Reboot);
     }
 
     /// Whether the board has power.

@@ -22,6 +22,7 @@ use wrale_core::units::{Amps, Celsius, KelvinPerWatt, MegaHertz, Percent, Rpm, V
 
 use crate::error::{HalError, Result};
 use crate::events::HalEvent;
+use crate::platform::BootInfo;
 use crate::sim_config::{
     BatteryConfig, Cooling, SIM_I2C_BUS, ScriptStep, SimAction, SimConfig, SimFault, SimTime,
 };
@@ -243,6 +244,12 @@ pub(crate) struct Model {
     noise: bool,
 
     start: Timestamp,
+    /// The config's seed (the boot ids derive from it).
+    seed: u64,
+    /// Boots since the model was created (0: the boot it started in).
+    boots: u64,
+    /// When the running boot happened (virtual time).
+    booted_at: Timestamp,
     /// Virtual time since start.
     elapsed: Duration,
     /// Start of the next integration step (a multiple of [`SUB_STEP`]).
@@ -407,6 +414,9 @@ impl Model {
             solar: cfg.solar,
             noise: cfg.noise,
             start: cfg.start,
+            seed: cfg.seed,
+            boots: 0,
+            booted_at: cfg.start,
             elapsed: Duration::ZERO,
             tick_at: Duration::ZERO,
             rng: ChaCha8Rng::seed_from_u64(cfg.seed),
@@ -554,6 +564,7 @@ impl Model {
             SimAction::Security { kind, active } => self.set_security_at(kind, active, at),
             SimAction::PowerOff => self.power_off_at(at),
             SimAction::PowerOn => self.power_on_at(at),
+            SimAction::Reboot => self.reboot_at(at),
         }
     }
 
@@ -629,6 +640,48 @@ impl Model {
             self.power = PowerState::Brownout;
             self.update_sources(at);
         }
+    }
+
+    /// A power cycle: the board goes down and comes back at once if a source can
+    /// feed it (a board switched off by command is switched on again).
+    pub(crate) fn reboot_at(&mut self, at: Timestamp) {
+        if self.power == PowerState::On {
+            self.power = PowerState::Brownout;
+            self.after_power_change(at);
+        } else {
+            self.power = PowerState::Brownout;
+        }
+        self.update_sources(at);
+    }
+
+    /// The running boot: an id derived from the seed, the start time and the boot
+    /// count (so it is deterministic, and new after every reboot, power-on or
+    /// recovery from a brown-out), and the virtual time it booted at.
+    pub(crate) fn boot(&self) -> Result<BootInfo> {
+        self.check_powered()?;
+        let mix = |mut z: u64| {
+            // splitmix64's finaliser.
+            z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^ (z >> 31)
+        };
+        let hi = mix(self.seed ^ mix(self.start.as_millis() as u64) ^ mix(self.boots));
+        let lo = mix(hi ^ self.boots.rotate_left(17));
+        // Shaped as a random (version 4, RFC 4122 variant) UUID, like Linux's.
+        let hi = (hi & !0xF000) | 0x4000;
+        let lo = (lo & !(0xC << 60)) | (0x8 << 60);
+        Ok(BootInfo {
+            boot_id: format!(
+                "{:08x}-{:04x}-{:04x}-{:04x}-{:012x}",
+                hi >> 32,
+                (hi >> 16) & 0xFFFF,
+                hi & 0xFFFF,
+                lo >> 48,
+                lo & 0xFFFF_FFFF_FFFF
+            ),
+            booted_at: self.booted_at,
+        })
     }
 
     fn after_power_change(&mut self, _at: Timestamp) {
@@ -989,9 +1042,11 @@ impl Model {
             }
         }
         if self.power == PowerState::Brownout {
-            // Boots again: the firmware's sticky bits start afresh.
+            // Boots again: the firmware's sticky bits start afresh, with a new boot id.
             self.power = PowerState::On;
             self.flags = ThrottleFlags::default();
+            self.boots += 1;
+            self.booted_at = at;
             self.after_power_change(at);
         }
     }

@@ -9,7 +9,7 @@ use wrale_core::model::{
 use wrale_core::units::{Amps, Celsius, MegaHertz, Percent, Rpm, Volts, Watts};
 
 use crate::error::Result;
-use crate::platform::{I2cBus, LoadGenerator, Platform};
+use crate::platform::{BootInfo, I2cBus, LoadGenerator, Platform};
 use crate::power::{Battery, PowerMonitor, PowerSupply};
 use crate::security::SecurityInput;
 use crate::thermal::{Fan, ThermalSensor};
@@ -200,6 +200,10 @@ impl Platform for SimPlatform {
 
     fn storage(&self) -> Result<Vec<StorageWear>> {
         self.shared.with(|m| m.storage())
+    }
+
+    fn boot(&self) -> Result<BootInfo> {
+        self.shared.with(|m| m.boot())
     }
 }
 
