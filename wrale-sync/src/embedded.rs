@@ -8,8 +8,8 @@
 //! - the **sampler**: every [`DeviceConfig::interval`] it reads a sample from the
 //!   board, evaluates it with the policy in force ([`PolicySet::evaluate`]),
 //!   applies the fan actions through the HAL (the other actions are recorded in
-//!   [`DeviceStatus`] for the host), writes the readings to the twin's `reported`
-//!   section, pushes a telemetry point into the ring, applies every desired config
+//!   [`DeviceStatus`] for the host), writes the readings and the boot identity
+//!   (`boot_id`, `booted_at` from [`Board::boot`]) to the twin's `reported` section, pushes a telemetry point into the ring, applies every desired config
 //!   the agent accepts (a policy assembled by [`PolicyValidator::assemble`]) and
 //!   executes fleet commands the engine admits (fan duty, GPIO level, PWM, fan
 //!   profile; anything else is refused as `unsupported`);
@@ -401,13 +401,16 @@ impl Sampler {
         let read = tokio::task::spawn_blocking(move || {
             let s = board.sample();
             let now = board.now();
+            // The boot identity goes to `reported` (a fleet sees reboots by it);
+            // a board without one (or powered off) leaves the last one reported.
+            let boot = board.boot().ok();
             if let Some(d) = step {
                 board.sleep(d);
             }
-            (s, now)
+            (s, now, boot)
         })
         .await;
-        let Ok((sample, now)) = read else {
+        let Ok((sample, now, boot)) = read else {
             self.set_error("the sample read panicked");
             return;
         };
@@ -437,7 +440,10 @@ impl Sampler {
                 Action::SelectPowerSource { .. } => {}
             }
         }
-        let report = ReportedUpdate::from_sample(&sample);
+        let mut report = ReportedUpdate::from_sample(&sample);
+        if let Some(b) = boot {
+            report = report.boot(b.boot_id, b.booted_at);
+        }
         if let Err(e) = self.agent.edit(|t| t.report(&report, now)) {
             last_error = Some(format!("twin: {e}"));
         }
@@ -681,6 +687,42 @@ mod tests {
         }
         assert!(refused, "{:?}", dev.status());
         assert_eq!(dev.policy().limits().thermal.warn_c, Celsius(60.0));
+        dev.stop().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_boot_identity_is_reported_and_follows_a_reboot() {
+        let sim = SimBoard::new(&SimConfig::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dev =
+            EmbeddedDevice::start(sim.board(), dir.path(), info("pi-boot"), None, fast()).unwrap();
+        let first = sim.board().boot().unwrap();
+        let reported = |dev: &EmbeddedDevice| {
+            dev.agent().with_twin(|t| {
+                let r = t.reported().unwrap();
+                (r.boot_id, r.booted_at)
+            })
+        };
+        let mut seen = (None, None);
+        for _ in 0..200 {
+            seen = reported(&dev);
+            if seen.0.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(seen, (Some(first.boot_id.clone()), Some(first.booted_at)));
+        sim.reboot();
+        let second = sim.board().boot().unwrap();
+        assert_ne!(second.boot_id, first.boot_id);
+        for _ in 0..200 {
+            seen = reported(&dev);
+            if seen.0.as_deref() == Some(second.boot_id.as_str()) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(seen, (Some(second.boot_id), Some(second.booted_at)));
         dev.stop().await.unwrap();
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use wrale_core::model::ThrottleFlags;
 use wrale_core::units::{Celsius, Volts};
-use wrale_core::{Reading, Sample};
+use wrale_core::{Reading, Sample, Timestamp};
 
 use crate::config::Rejection;
 use crate::schema::FieldValue;
@@ -67,6 +67,12 @@ pub struct Reported {
     pub agent_version: Option<String>,
     /// Slow-changing readings, written with a deadband (`cpu_temp_c`, `supply_v`).
     pub readings: BTreeMap<String, f64>,
+    /// The running boot's id (`boot_id`): a new one after every reboot.
+    #[serde(default)]
+    pub boot_id: Option<String>,
+    /// When the running boot happened (`booted_at`).
+    #[serde(default)]
+    pub booted_at: Option<Timestamp>,
 }
 
 impl Reported {
@@ -92,6 +98,8 @@ impl Reported {
                     r.throttle = u32::try_from(*b).ok().map(ThrottleFlags::from_bits)
                 }
                 ("agent_version", FieldValue::Str(s)) => r.agent_version = Some(s.clone()),
+                (F_BOOT_ID, FieldValue::Str(s)) => r.boot_id = Some(s.clone()),
+                (F_BOOTED_AT, FieldValue::Str(s)) => r.booted_at = Timestamp::parse_rfc3339(s).ok(),
                 ("config.version", FieldValue::Int(i)) => version = u64::try_from(*i).ok(),
                 ("config.accepted", FieldValue::Bool(b)) => accepted = Some(*b),
                 ("config.rejection", FieldValue::Str(s)) => {
@@ -125,6 +133,8 @@ impl Reported {
 pub(crate) const P_ALERT: &str = "alert.";
 pub(crate) const P_ACK: &str = "ack.";
 pub(crate) const P_READING: &str = "reading.";
+const F_BOOT_ID: &str = "boot_id";
+const F_BOOTED_AT: &str = "booted_at";
 const R_CPU_TEMP: &str = "cpu_temp_c";
 const R_SUPPLY: &str = "supply_v";
 
@@ -145,6 +155,10 @@ pub struct ReportedUpdate {
     pub agent_version: Option<String>,
     /// Readings, subject to the [`ReportPolicy`] deadband and minimum interval.
     pub readings: BTreeMap<String, f64>,
+    /// The running boot's id (written when it differs: a reboot).
+    pub boot_id: Option<String>,
+    /// When the running boot happened.
+    pub booted_at: Option<Timestamp>,
 }
 
 impl ReportedUpdate {
@@ -162,6 +176,13 @@ impl ReportedUpdate {
         put("power_w", sample.power.map(|w| w.get()));
         u.throttle = sample.throttle.ok();
         u
+    }
+
+    /// Sets the running boot's id and time (builder style).
+    pub fn boot(mut self, boot_id: impl Into<String>, booted_at: Timestamp) -> Self {
+        self.boot_id = Some(boot_id.into());
+        self.booted_at = Some(booted_at);
+        self
     }
 
     /// Sets one reading (builder style).
@@ -187,6 +208,12 @@ impl ReportedUpdate {
         }
         if let Some(v) = &self.agent_version {
             w.push(("agent_version".into(), Some(v.as_str().into())));
+        }
+        if let Some(id) = &self.boot_id {
+            w.push((F_BOOT_ID.into(), Some(id.as_str().into())));
+        }
+        if let Some(t) = self.booted_at {
+            w.push((F_BOOTED_AT.into(), Some(t.to_string().into())));
         }
         if let Some(c) = &self.config {
             w.push((
@@ -256,5 +283,50 @@ impl ReportPolicy {
             .get(name)
             .copied()
             .unwrap_or(self.default_deadband)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Author, Twin};
+    use wrale_core::model::DeviceInfo;
+    use wrale_core::{BoardModel, DeviceId};
+
+    #[test]
+    fn boot_identity_is_written_once_per_boot() {
+        let id = DeviceId::new("pi-1").unwrap();
+        let info = DeviceInfo {
+            id: id.clone(),
+            model: BoardModel::Pi4B,
+            serial: None,
+            firmware_version: None,
+            agent_version: None,
+            labels: BTreeMap::new(),
+            location: Default::default(),
+            group: None,
+        };
+        let t = |s: i64| Timestamp::from_secs(1_800_000_000 + s);
+        let mut twin = Twin::new(&info, Author::device(&id), t(0)).unwrap();
+        assert_eq!(twin.reported().unwrap().boot_id, None);
+        let boot = ReportedUpdate::default().boot("boot-a", t(-100));
+        assert!(twin.report(&boot, t(1)).unwrap());
+        let r = twin.reported().unwrap();
+        assert_eq!(r.boot_id.as_deref(), Some("boot-a"));
+        assert_eq!(r.booted_at, Some(t(-100)));
+        // The same boot again writes nothing (no history growth per sample).
+        assert!(!twin.report(&boot, t(2)).unwrap());
+        // A reboot is written at once.
+        let again = ReportedUpdate::default().boot("boot-b", t(3));
+        assert!(twin.report(&again, t(4)).unwrap());
+        let r = twin.reported().unwrap();
+        assert_eq!(r.boot_id.as_deref(), Some("boot-b"));
+        assert_eq!(r.booted_at, Some(t(3)));
+        // An update without boot fields leaves them alone.
+        assert!(
+            twin.report(&ReportedUpdate::default().reading("cpu_temp_c", 50.0), t(5))
+                .unwrap()
+        );
+        assert_eq!(twin.reported().unwrap().boot_id.as_deref(), Some("boot-b"));
     }
 }
