@@ -657,7 +657,25 @@ fn group_scope(raw: &str) -> Result<GroupId, ApiError> {
     GroupId::new(raw).map_err(|_| ApiError::not_found(format!("no group {raw:?}")))
 }
 
+/// 404 when the layer's group or device does not exist.
+async fn scope_exists(s: &AppState, scope: &ConfigScope) -> Result<(), ApiError> {
+    match scope {
+        ConfigScope::Fleet => {}
+        ConfigScope::Group(g) => {
+            let gid = g.clone();
+            if s.store(move |st| st.get_group(&gid)).await?.is_none() {
+                return Err(ApiError::not_found(format!("no group {g}")));
+            }
+        }
+        ConfigScope::Device(d) => {
+            registered(s, d).await?;
+        }
+    }
+    Ok(())
+}
+
 async fn get_layer(s: &AppState, scope: ConfigScope) -> Result<Json<Value>, ApiError> {
+    scope_exists(s, &scope).await?;
     let sc = scope.clone();
     let layer = s.store(move |st| st.get_config_layer(&sc)).await?;
     Ok(Json(match layer {
@@ -680,18 +698,7 @@ async fn change_layer(
     body: Map<String, Value>,
     merge: bool,
 ) -> Result<Json<Value>, ApiError> {
-    match &scope {
-        ConfigScope::Fleet => {}
-        ConfigScope::Group(g) => {
-            let gid = g.clone();
-            if s.store(move |st| st.get_group(&gid)).await?.is_none() {
-                return Err(ApiError::not_found(format!("no group {g}")));
-            }
-        }
-        ConfigScope::Device(d) => {
-            registered(s, d).await?;
-        }
-    }
+    scope_exists(s, &scope).await?;
     let _held = s.hub.lock_layers().await;
     let mut layers = crate::twins::all_layers(s).await?;
     let old_json = layers
@@ -779,7 +786,7 @@ macro_rules! layer_routes {
     ($get:ident, $put:ident, $patch:ident, $path:literal, $what:literal, $scope:expr, $($param:tt)*) => {
         #[doc = concat!("`GET ", $path, "`: the ", $what, " config layer `{scope, fields, updated_at, updated_by}`.")]
         #[utoipa::path(get, path = $path, tag = "config", security(("bearer" = [])), $($param)*
-            responses((status = 200, description = "`{scope, fields, updated_at, updated_by}`")))]
+            responses((status = 200, description = "`{scope, fields, updated_at, updated_by}`"), (status = 404, description = "no such group or device")))]
         pub async fn $get(State(s): State<AppState>, raw: RawPathParams) -> Result<Json<Value>, ApiError> {
             let scope: fn(&str) -> Result<ConfigScope, ApiError> = $scope;
             get_layer(&s, scope(path_id(&raw))?).await

@@ -142,6 +142,22 @@ async fn config_layers_reach_devices_unsafe_ones_are_refused_and_everything_surv
     wait_online(&f, "pi-a").await;
     wait_online(&f, "pi-b").await;
 
+    // Layers of groups and devices that do not exist are 404, read or written.
+    for path in ["/api/v1/config/groups/nope", "/api/v1/config/devices/nope"] {
+        let r = f.call("GET", path, Some(f.admin()), None).await;
+        assert_eq!(r.status, 404, "GET {path}: {}", r.body);
+        assert_eq!(r.body["error"]["code"], "not_found", "{}", r.body);
+        let r = f
+            .call("PUT", path, Some(f.admin()), Some(r#"{"warn_c": 65}"#))
+            .await;
+        assert_eq!(r.status, 404, "PUT {path}: {}", r.body);
+    }
+    // The group exists, with no layer yet: an empty one.
+    assert_eq!(
+        f.get("/api/v1/config/groups/lab", f.admin()).await["fields"],
+        json!({})
+    );
+
     // A group layer reaches the device below it (through the subgroup), not the other one.
     let r = f
         .call(
