@@ -367,8 +367,14 @@ impl Persist {
     }
 
     /// One sampling tick: appends the sample's point to the ring and reports the
-    /// sample and the active alerts into the twin (deadband), persisting what changed.
-    pub fn on_sample(&self, sample: &Sample, alerts: impl IntoIterator<Item = (String, String)>) {
+    /// sample, the active alerts and the boot identity (`boot_id`, `booted_at`,
+    /// written when they change) into the twin (deadband), persisting what changed.
+    pub fn on_sample(
+        &self,
+        sample: &Sample,
+        alerts: impl IntoIterator<Item = (String, String)>,
+        boot: Option<wrale_hal::BootInfo>,
+    ) {
         let point = Point::from_sample(sample);
         let bytes = wrale_sync::telemetry::encode_batch(self.inner.device.as_str(), &[point]);
         if let Err(e) = lock(&self.inner.ring).push(&bytes) {
@@ -376,6 +382,9 @@ impl Persist {
         }
         let mut update = ReportedUpdate::from_sample(sample);
         update.alerts = Some(alerts.into_iter().collect());
+        if let Some(b) = boot {
+            update = update.boot(b.boot_id, b.booted_at);
+        }
         self.edit_twin(|twin| match twin.report(&update, sample.at) {
             Ok(changed) => ((), changed),
             Err(e) => {

@@ -690,7 +690,10 @@ impl Loop {
         self.state.metrics().observe_sample_to_action(t0.elapsed());
         if let (Some(p), Some(latest)) = (&self.persist, self.state.latest()) {
             let alerts = self.state.alerts().into_iter().map(|a| (a.id, a.message));
-            p.on_sample(&latest.sample, alerts);
+            // The boot identity (two small procfs reads; on `sim` it changes when
+            // the simulated board reboots) lets the fleet see reboots.
+            let boot = self.board.boot().ok();
+            p.on_sample(&latest.sample, alerts, boot);
         }
     }
 

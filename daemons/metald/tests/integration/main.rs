@@ -4,6 +4,7 @@
 
 mod api;
 mod binary;
+mod boot;
 mod cgroup;
 mod commands;
 mod enroll;
