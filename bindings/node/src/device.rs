@@ -2,7 +2,7 @@
 //! (`wrale_sync::embedded::EmbeddedDevice`) on napi's tokio runtime.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -14,15 +14,13 @@ use wrale_client::models::EnrollRequest;
 use wrale_core::model::DeviceInfo;
 use wrale_core::policy::PolicyLayer;
 use wrale_sync::AgentMode;
+use wrale_sync::credential::{CREDENTIAL_FILE, load_or_enroll};
 use wrale_sync::embedded::{DeviceConfig, EmbeddedDevice, FleetLink};
 
 use crate::board::{Board, secs};
 use crate::engine::Thresholds;
 use crate::errors::{Failure, OrThrow};
 use crate::{from_value, promise, to_value};
-
-/// The file in a device's data directory that keeps its fleet credential.
-const CREDENTIAL_FILE: &str = "fleet-credential";
 
 /// How a device runs (`deviceId` is required).
 #[napi(object)]
@@ -104,29 +102,6 @@ impl Plan {
     }
 }
 
-fn read_credential(path: &Path) -> Option<String> {
-    let text = std::fs::read_to_string(path).ok()?;
-    let t = text.trim();
-    (!t.is_empty()).then(|| t.to_owned())
-}
-
-fn write_credential(path: &Path, credential: &str) -> Result<(), Failure> {
-    use std::io::Write as _;
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let io = |e: std::io::Error| {
-        Failure::new(
-            wrale_core::ErrorCategory::Sync,
-            "io",
-            format!("{}: {e}", path.display()),
-        )
-    };
-    let mut f = opts.open(path).map_err(io)?;
-    f.write_all(credential.as_bytes()).map_err(io)
-}
-
 /// A running in-process device.
 #[napi]
 #[derive(Debug)]
@@ -204,37 +179,26 @@ impl Device {
             let url = options.fleet_url.clone().ok_or_else(|| {
                 Failure::invalid_input("invalid_argument", "enroll needs fleetUrl")
             })?;
-            std::fs::create_dir_all(&plan.dir).map_err(|e| {
-                Failure::new(
-                    wrale_core::ErrorCategory::Sync,
-                    "io",
-                    format!("{}: {e}", plan.dir.display()),
-                )
-            })?;
             let path = plan.dir.join(CREDENTIAL_FILE);
-            let credential = match read_credential(&path) {
-                Some(c) => c,
-                None => {
-                    let token = options.enrollment_token.clone().ok_or_else(|| {
-                        Failure::invalid_input("invalid_argument", "enroll needs enrollmentToken")
-                    })?;
-                    let req: EnrollRequest = from_value(
-                        "enroll request",
-                        json!({
-                            "token": token,
-                            "device_id": options.device_id,
-                            "model": model,
-                            "labels": options.labels.clone().unwrap_or_default(),
-                            "location": options.location.clone().unwrap_or_default(),
-                            "agent_version": format!("wrale-node {}", env!("CARGO_PKG_VERSION")),
-                        }),
-                    )?;
-                    let client = wrale_client::Client::new(&url, None)?;
-                    let enrolled = client.enroll(&req).await?;
-                    write_credential(&path, &enrolled.credential)?;
-                    enrolled.credential
-                }
-            };
+            let credential = load_or_enroll(&path, || async {
+                let token = options.enrollment_token.clone().ok_or_else(|| {
+                    Failure::invalid_input("invalid_argument", "enroll needs enrollmentToken")
+                })?;
+                let req: EnrollRequest = from_value(
+                    "enroll request",
+                    json!({
+                        "token": token,
+                        "device_id": options.device_id,
+                        "model": model,
+                        "labels": options.labels.clone().unwrap_or_default(),
+                        "location": options.location.clone().unwrap_or_default(),
+                        "agent_version": format!("wrale-node {}", env!("CARGO_PKG_VERSION")),
+                    }),
+                )?;
+                let client = wrale_client::Client::new(&url, None)?;
+                Ok(client.enroll(&req).await?.credential)
+            })
+            .await?;
             plan.start(Some(FleetLink::for_fleetd(
                 &url,
                 &options.device_id,

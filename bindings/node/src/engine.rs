@@ -7,7 +7,7 @@ use napi::Env;
 use napi_derive::napi;
 use serde_json::{Value, json};
 use wrale_core::board::BoardProfile;
-use wrale_core::model::{Actor, Command, CommandRequest, DeviceId};
+use wrale_core::model::{Actor, Command, CommandRequest};
 use wrale_core::policy::{PolicyStore, SafetyState};
 
 use crate::board::{Sample, parse_model};
@@ -32,27 +32,10 @@ pub struct CheckOptions {
     pub now_ms: Option<f64>,
 }
 
-/// `user:ada` / `ada`, `device:pi-1`, `local:bob`, `fleet`.
-fn actor(text: &str) -> Result<Actor, Failure> {
-    Ok(match text.split_once(':') {
-        None if text == "fleet" => Actor::Fleet,
-        None => Actor::User(text.to_owned()),
-        Some(("user", u)) => Actor::User(u.to_owned()),
-        Some(("local", u)) => Actor::LocalOperator(u.to_owned()),
-        Some(("device", d)) => Actor::Device(DeviceId::new(d).map_err(wrale_core::Error::from)?),
-        Some((kind, _)) => {
-            return Err(Failure::invalid_input(
-                "invalid_argument",
-                format!("actor kind {kind:?}: expected user, device, local or fleet"),
-            ));
-        }
-    })
-}
-
 fn request(command: Value, o: Option<CheckOptions>) -> Result<(CommandRequest, f64), Failure> {
     let o = o.unwrap_or_default();
     let command: Command = from_value("command", command)?;
-    let who = actor(o.actor.as_deref().unwrap_or("user:node"))?;
+    let who: Actor = o.actor.as_deref().unwrap_or("user:node").parse()?;
     Ok((
         CommandRequest::new(who, o.reason.unwrap_or_default(), command),
         o.now_ms.unwrap_or(0.0),

@@ -1,31 +1,49 @@
-//! The one error mapper: every Rust error becomes a JS `Error` whose `code` is
-//! the Rust error's stable code, `message` its message, `category` its
-//! [`ErrorCategory`] and `name` the class the other bindings use
-//! (`PolicyViolation`, `HardwareError`, `SyncError`, `AuthError`, `NotFound`, ...).
+//! The one error mapper: every Rust error becomes an instance of the JS error
+//! class its [`ErrorCategory`](wrale_core::ErrorCategory) names (`PolicyViolation`,
+//! `HardwareError`, `SyncError`, `AuthError`, `NotFound`, ..., all subclasses of
+//! `WraleError` and `Error`, the same names as the other bindings), whose `code`
+//! is the Rust error's stable code, `message` its message, `category` its
+//! category and `details` the API error's details. The classes are defined in
+//! src/extend.js; [`Glue`] keeps its `makeError`.
 
-use napi::JsValue;
-use napi::bindgen_prelude::{JsObjectValue, Object};
+use napi::bindgen_prelude::{FnArgs, FunctionRef, Unknown};
 use napi::{Env, JsError};
+use serde_json::{Map, Value};
 
 /// An error on its way to JS: every crate error converts into it
 /// ([`wrale_core::ErrorReport`]: category, code, message, API details).
 pub(crate) type Failure = wrale_core::ErrorReport;
 
+/// `makeError(className, code, message, category, details)` of src/extend.js.
+pub(crate) type MakeErrorArgs =
+    FnArgs<(String, String, String, String, Option<Map<String, Value>>)>;
+
+/// What src/extend.js hands back to the addon, kept as the env's instance data.
+pub(crate) struct Glue {
+    pub(crate) make_error: FunctionRef<MakeErrorArgs, Unknown<'static>>,
+}
+
 /// Builds the JS error (on the JS thread) and wraps it so napi throws or
 /// rejects with exactly that object.
 pub(crate) fn to_js(env: &Env, f: Failure) -> napi::Error {
     let build = || -> napi::Result<napi::Error> {
-        let value =
-            JsError::from(napi::Error::new(f.code.clone(), f.message.clone())).into_unknown(*env);
-        let mut obj: Object<'_> = value.coerce_to_object()?;
-        obj.set_named_property("name", f.category.class_name())?;
-        obj.set_named_property("category", f.category.as_str())?;
-        if let Some(d) = &f.details {
-            obj.set_named_property("details", env.to_js_value(d)?)?;
-        }
+        let glue = env.get_instance_data::<Glue>()?.ok_or_else(|| {
+            napi::Error::from_reason("the wrale addon was not initialised (no error classes)")
+        })?;
+        let value = glue.make_error.borrow_back(env)?.call(FnArgs::from((
+            f.category.class_name().to_owned(),
+            f.code.clone(),
+            f.message.clone(),
+            f.category.as_str().to_owned(),
+            f.details.clone(),
+        )))?;
         Ok(napi::Error::from(value))
     };
-    build().unwrap_or_else(|e| e)
+    build().unwrap_or_else(|_| {
+        // Without the classes (never expected): a plain Error with the code.
+        let e = JsError::from(napi::Error::new(f.code.clone(), f.message.clone()));
+        napi::Error::from(e.into_unknown(*env))
+    })
 }
 
 /// Maps any crate error to a thrown JS error.

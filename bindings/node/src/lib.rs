@@ -20,10 +20,24 @@ mod twin;
 use std::future::Future;
 
 use napi::Env;
-use napi::bindgen_prelude::{PromiseRaw, ToNapiValue};
+use napi::bindgen_prelude::{Function, Object, PromiseRaw, ToNapiValue, Unknown};
 use napi_derive::napi;
 
-use crate::errors::{Failure, to_js};
+use crate::errors::{Failure, Glue, MakeErrorArgs, to_js};
+
+/// Runs src/extend.js on the module's exports when the addon loads: it adds the
+/// error classes, `EventStream`'s `Symbol.asyncIterator` and `Fleet#onEvent`
+/// (what napi-rs cannot declare from Rust), and hands back the error factory
+/// the error mapper uses.
+#[napi(module_exports)]
+pub fn init(exports: Object<'_>, env: Env) -> napi::Result<()> {
+    let extend: Function<'_, Object<'_>, Function<'_, MakeErrorArgs, Unknown<'static>>> =
+        env.run_script(include_str!("extend.js"))?;
+    let glue = Glue {
+        make_error: extend.call(exports)?.create_ref()?,
+    };
+    env.set_instance_data(glue, (), |_| {})
+}
 
 /// The version of the native addon (the workspace version).
 #[napi]

@@ -7,32 +7,14 @@ use napi::bindgen_prelude::Buffer;
 use napi_derive::napi;
 use serde_json::{Value, json};
 use wrale_core::model::DeviceInfo;
-use wrale_sync::{Author, AuthorKind, ChangeHash, DesiredConfig, FieldPath, FieldValue, Section};
+use wrale_sync::{Author, ChangeHash, DesiredConfig, FieldPath, FieldValue, Section};
 
 use crate::errors::{Failure, OrThrow};
 use crate::{from_name, from_value, to_value, ts};
 
-/// `user:ada`, `device:pi-1`, `local:bob`, `fleet:fleetd`.
+/// `user:ada`, `device:pi-1`, `local:bob`, `fleet:fleetd` (`Author`'s `FromStr`).
 pub(crate) fn author(text: &str) -> Result<Author, Failure> {
-    let (kind, name) = text.split_once(':').ok_or_else(|| {
-        Failure::invalid_input(
-            "invalid_argument",
-            format!("author {text:?}: expected kind:name (user, device, local, fleet)"),
-        )
-    })?;
-    let kind = match kind {
-        "user" => AuthorKind::User,
-        "device" => AuthorKind::Device,
-        "local" => AuthorKind::LocalOperator,
-        "fleet" => AuthorKind::Fleet,
-        other => {
-            return Err(Failure::invalid_input(
-                "invalid_argument",
-                format!("author kind {other:?}: expected user, device, local or fleet"),
-            ));
-        }
-    };
-    Ok(Author::new(kind, name))
+    Ok(text.parse::<Author>()?)
 }
 
 fn author_json(a: &Author) -> Value {

@@ -65,7 +65,7 @@ test('command checks and refusals', () => {
   })
   assert.equal(engine.admit({ type: 'set_fan_duty', fan: 'fan0', duty_pct: 100 }).verdict, 'allowed')
   assert.throws(() => engine.check({ type: 'warp_drive' }), { code: 'invalid_argument', name: 'InvalidInput' })
-  assert.throws(() => engine.check(cmd, { actor: 'robot:r2' }), { code: 'invalid_argument' })
+  assert.throws(() => engine.check(cmd, { actor: 'robot:r2' }), { code: 'invalid_actor', name: 'InvalidInput' })
 })
 
 test('loosening or broken policies are refused and the old one stays', () => {
