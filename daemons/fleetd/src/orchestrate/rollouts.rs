@@ -8,8 +8,10 @@
 //!   applied it;
 //! - gates: throttling and under-voltage episodes are rising edges of the
 //!   firmware flags in the telemetry since the rollout was created; fan failure
-//!   and the health score come from the analysis; reboots are not observable from
-//!   fleetd's data yet (no boot counter in telemetry) and never fail a gate;
+//!   and the health score come from the analysis; reboots are changes of the
+//!   device's `reported.boot_id`, counted per device in the record from the
+//!   first id seen after the rollout was created (the state machine compares the
+//!   count with its value when the device's wave started);
 //! - `roll_back`: the kept values are written back into each changed device
 //!   (author `fleet:fleetd/rollout/<id>/rollback`), so the twin's history shows
 //!   the rollback as its own change.
@@ -59,6 +61,43 @@ pub struct RolloutRecord {
     /// Devices rolled back.
     #[serde(default)]
     pub rolled_back: Vec<DeviceId>,
+    /// Per target, the last boot id seen and the boot id changes counted since.
+    #[serde(default)]
+    pub boots: BTreeMap<DeviceId, BootSeen>,
+}
+
+/// The boot ids fleetd saw of one device during a rollout.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BootSeen {
+    /// The last `reported.boot_id` seen.
+    pub boot_id: String,
+    /// How many times it changed (reboots) since the first one seen.
+    pub changes: u32,
+}
+
+impl RolloutRecord {
+    /// Records the boot id a device reports now; `true` when the record changed
+    /// (first id seen, or a new one: a reboot).
+    fn see_boot(&mut self, device: &DeviceId, boot_id: &str) -> bool {
+        match self.boots.get_mut(device) {
+            Some(seen) if seen.boot_id == boot_id => false,
+            Some(seen) => {
+                seen.boot_id = boot_id.to_owned();
+                seen.changes = seen.changes.saturating_add(1);
+                true
+            }
+            None => {
+                self.boots.insert(
+                    device.clone(),
+                    BootSeen {
+                        boot_id: boot_id.to_owned(),
+                        changes: 0,
+                    },
+                );
+                true
+            }
+        }
+    }
 }
 
 impl RolloutRecord {
@@ -319,6 +358,7 @@ pub async fn create(s: &AppState, who: &str, req: CreateRollout) -> Result<Value
         applied_version: BTreeMap::new(),
         refused: BTreeMap::new(),
         rolled_back: Vec::new(),
+        boots: BTreeMap::new(),
     };
     let _held = s.orchestrate.rollout_lock().await;
     let store = s.orchestrate.store()?;
@@ -407,9 +447,9 @@ async fn step_one(
     mut r: RolloutRecord,
     all: &[DeviceRecord],
 ) -> Result<RolloutRecord, ApiError> {
-    let obs = observe(s, &r, all).await?;
+    let (obs, seen_changed) = observe(s, &mut r, all).await?;
     let actions = r.state.step(&obs, now());
-    if !actions.is_empty() {
+    if !actions.is_empty() || seen_changed {
         execute(s, &mut r, actions, all).await;
         save(s, &r).await?;
     }
@@ -431,13 +471,14 @@ fn episodes(series: &[(Timestamp, f64)], flag: impl Fn(ThrottleFlags) -> bool) -
 }
 
 /// Observations of every target: the device's verdict on the change, its
-/// throttling and under-voltage episodes since the rollout was created, and the
-/// analysis' fan verdict and health score.
+/// throttling and under-voltage episodes since the rollout was created, its boot
+/// id changes, and the analysis' fan verdict and health score. The flag is `true`
+/// when what the record remembers of the devices changed (it must be stored).
 async fn observe(
     s: &AppState,
-    r: &RolloutRecord,
+    r: &mut RolloutRecord,
     all: &[DeviceRecord],
-) -> Result<Vec<Observation>, ApiError> {
+) -> Result<(Vec<Observation>, bool), ApiError> {
     let targets: Vec<DeviceRecord> = r
         .state
         .spec
@@ -470,19 +511,24 @@ async fn observe(
     .await
     .map_err(|e| ApiError::internal(format!("telemetry task: {e}")))?;
     let mut out = Vec::new();
+    let mut seen_changed = false;
     for d in &targets {
         let mut o = Observation::new(d.id.clone());
+        let reported = s
+            .hub
+            .sync()
+            .read(&d.id, |t| t.reported())
+            .ok()
+            .and_then(|x| x.ok());
+        if let Some(boot_id) = reported.as_ref().and_then(|x| x.boot_id.as_deref()) {
+            seen_changed |= r.see_boot(&d.id, boot_id);
+        }
+        o.boots = r.boots.get(&d.id).map_or(0, |b| b.changes);
         if let Some(reason) = r.refused.get(&d.id) {
             o.applied = Applied::Failed {
                 message: reason.clone(),
             };
         } else if let Some(want) = r.applied_version.get(&d.id) {
-            let reported = s
-                .hub
-                .sync()
-                .read(&d.id, |t| t.reported())
-                .ok()
-                .and_then(|x| x.ok());
             if let Some(c) = reported.and_then(|x| x.config) {
                 if c.version >= *want {
                     o.applied = if c.accepted {
@@ -513,7 +559,7 @@ async fn observe(
         }
         out.push(o);
     }
-    Ok(out)
+    Ok((out, seen_changed))
 }
 
 /// Executes the state machine's actions.

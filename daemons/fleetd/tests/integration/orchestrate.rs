@@ -11,8 +11,8 @@ use wrale_core::model::{DeviceInfo, Location};
 use wrale_core::{BoardModel, BoardProfile, DeviceId, Timestamp};
 use wrale_sync::telemetry::{Channel, Point, encode_batch};
 use wrale_sync::{
-    Agent, AgentConfig, AgentHandle, Author, MemoryStore, PolicyValidator, Section, Twin,
-    WsConnector,
+    Agent, AgentConfig, AgentHandle, Author, MemoryStore, PolicyValidator, ReportedUpdate, Section,
+    Twin, WsConnector,
 };
 
 use crate::support::Fleet;
@@ -601,6 +601,132 @@ async fn rollout_state_survives_a_restart() {
     assert_eq!(h[0]["author"], "fleet:fleetd/rollout/slow/rollback");
     assert!(desired(&f, "pi-1").await.get("fan_profile").is_none());
     assert!(desired(&f, "pi-2").await.get("fan_profile").is_none());
+}
+
+/// The device reports the boot it runs (what metald and the embedded runtime
+/// write from the HAL's boot identity each sample).
+fn report_boot(d: &Device, boot_id: &str) {
+    let t = Timestamp::from_system(std::time::SystemTime::now());
+    d.handle
+        .edit(|twin| twin.report(&ReportedUpdate::default().boot(boot_id, t), t))
+        .unwrap();
+}
+
+/// Waits until fleetd's copy of `id`'s twin shows `boot_id`.
+async fn fleet_sees_boot(f: &Fleet, id: &str, boot_id: &str) {
+    eventually(&format!("{id} to report boot {boot_id}"), 15, async || {
+        let twin = f
+            .get(&format!("/api/v1/devices/{id}/twin"), f.admin())
+            .await;
+        (twin["reported"]["boot_id"] == boot_id).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_that_reboots_during_its_wave_is_stopped_and_rolled_back() {
+    let f = Fleet::start_with(CONFIG).await;
+    let ids = ["pi-1", "pi-2", "pi-3"];
+    let devs = fleet_with_agents(&f, &ids).await;
+    for (id, (_, d)) in ids.iter().zip(&devs) {
+        report_boot(d, &format!("{id}-boot-1"));
+        fleet_sees_boot(&f, id, &format!("{id}-boot-1")).await;
+    }
+    let ro = f
+        .post(
+            "/api/v1/rollouts",
+            f.admin(),
+            json!({
+                "id": "reboots",
+                "change": {"fan_profile": "quiet"},
+                "devices": ids,
+                "canary": {"kind": "devices", "devices": ["pi-1"]},
+                "waves": {"kind": "by_size", "size": 2},
+                "soak": "30s",
+                "gates": {"apply_timeout": "20s"},
+                "auto_rollback": true,
+            }),
+        )
+        .await;
+    assert_eq!(ro["waves"][0]["status"], "soaking", "{ro}");
+    eventually("pi-1 to get the change", 15, async || {
+        (agent_desired(&devs[0].1, "fan_profile") == Some(json!("quiet"))).then_some(())
+    })
+    .await;
+    // The canary applied the change and keeps its boot: the wave soaks on.
+    report_boot(&devs[0].1, "pi-1-boot-1");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let v = f.get("/api/v1/rollouts/reboots", f.admin()).await;
+    assert_eq!(v["status"], "running", "{v}");
+    // Then it reboots (a new boot id) during its soak.
+    report_boot(&devs[0].1, "pi-1-boot-2");
+    let done = eventually("the rollout to roll back", 20, async || {
+        let v = f.get("/api/v1/rollouts/reboots", f.admin()).await;
+        (v["status"] == "rolled_back").then_some(v)
+    })
+    .await;
+    assert_eq!(done["current_wave"], 0, "{done}");
+    assert_eq!(done["waves"][0]["status"], "failed", "{done}");
+    assert_eq!(done["waves"][1]["status"], "pending", "{done}");
+    let failures = done["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{done}");
+    assert_eq!(failures[0]["device"], "pi-1");
+    assert_eq!(failures[0]["gate"], "reboot");
+    assert_eq!(failures[0]["detail"], "rebooted 1 time(s)");
+    assert_eq!(done["rolled_back"], json!(["pi-1"]));
+    let h = history(&f, "pi-1").await;
+    assert_eq!(
+        h[0]["author"], "fleet:fleetd/rollout/reboots/rollback",
+        "{h:?}"
+    );
+    eventually("pi-1 to lose the change again", 15, async || {
+        agent_desired(&devs[0].1, "fan_profile")
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    for id in &ids[1..] {
+        assert!(desired(&f, id).await.get("fan_profile").is_none(), "{id}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_that_keep_their_boot_pass_the_reboot_gate() {
+    let f = Fleet::start_with(CONFIG).await;
+    let ids = ["pi-1", "pi-2"];
+    let devs = fleet_with_agents(&f, &ids).await;
+    // pi-2 rebooted before the rollout: that is not the rollout's doing.
+    report_boot(&devs[1].1, "pi-2-boot-1");
+    fleet_sees_boot(&f, "pi-2", "pi-2-boot-1").await;
+    report_boot(&devs[1].1, "pi-2-boot-2");
+    report_boot(&devs[0].1, "pi-1-boot-1");
+    fleet_sees_boot(&f, "pi-2", "pi-2-boot-2").await;
+    fleet_sees_boot(&f, "pi-1", "pi-1-boot-1").await;
+    f.post(
+        "/api/v1/rollouts",
+        f.admin(),
+        json!({
+            "id": "same-boot",
+            "change": {"warn_c": 62},
+            "devices": ids,
+            "canary": {"kind": "devices", "devices": ["pi-1"]},
+            "waves": {"kind": "by_size", "size": 1},
+            "soak": "1s",
+            "auto_rollback": true,
+        }),
+    )
+    .await;
+    let done = eventually("the rollout to complete", 30, async || {
+        // Both keep reporting the boot they run.
+        report_boot(&devs[0].1, "pi-1-boot-1");
+        report_boot(&devs[1].1, "pi-2-boot-2");
+        let v = f.get("/api/v1/rollouts/same-boot", f.admin()).await;
+        assert_ne!(v["status"], "rolled_back", "{v}");
+        (v["status"] == "completed").then_some(v)
+    })
+    .await;
+    assert_eq!(done["progress"]["waves_passed"], 2, "{done}");
+    assert_eq!(done["failures"], json!([]), "{done}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
