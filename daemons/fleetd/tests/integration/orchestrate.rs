@@ -56,6 +56,19 @@ fn agent(f: &Fleet, id: &str, credential: &str) -> Device {
         Timestamp::from_secs(1_800_000_000),
     )
     .unwrap();
+    agent_with_twin(f, twin, credential)
+}
+
+/// The same device's agent on another fleetd address (after a restart), with the
+/// twin it had.
+fn reconnect(f: &Fleet, d: &Device, id: &str, credential: &str) -> Device {
+    let bytes = d.handle.with_twin(|t| t.save());
+    let twin = Twin::load(&bytes, Author::device(&DeviceId::new(id).unwrap())).unwrap();
+    agent_with_twin(f, twin, credential)
+}
+
+fn agent_with_twin(f: &Fleet, twin: Twin, credential: &str) -> Device {
+    let id = twin.device().clone();
     let url = f.ws_url(&format!("/api/v1/devices/{id}/sync"));
     let (agent, handle) = Agent::new(
         twin,
@@ -727,6 +740,78 @@ async fn devices_that_keep_their_boot_pass_the_reboot_gate() {
     .await;
     assert_eq!(done["progress"]["waves_passed"], 2, "{done}");
     assert_eq!(done["failures"], json!([]), "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_running_rollout_advances_to_its_next_wave_after_a_restart() {
+    let f = Fleet::start_with(CONFIG).await;
+    let ids = ["pi-1", "pi-2"];
+    let mut devs = fleet_with_agents(&f, &ids).await;
+    f.post(
+        "/api/v1/rollouts",
+        f.admin(),
+        json!({
+            "id": "across",
+            "change": {"warn_c": 63},
+            "devices": ids,
+            "canary": {"kind": "devices", "devices": ["pi-1"]},
+            "waves": {"kind": "by_size", "size": 1},
+            "soak": "6s",
+            "auto_rollback": true,
+        }),
+    )
+    .await;
+    // The canary applies the change (fleetd sees its verdict in the twin)...
+    eventually("pi-1 to report the change applied", 15, async || {
+        let twin = f.get("/api/v1/devices/pi-1/twin", f.admin()).await;
+        let want = twin["desired"]["config_version"].clone();
+        (twin["desired"]["warn_c"] == json!(63.0)
+            && twin["reported"]["config.accepted"] == json!(true)
+            && twin["reported"]["config.version"] == want)
+            .then_some(())
+    })
+    .await;
+    // ...and fleetd restarts in the middle of the canary's soak.
+    let before = f.get("/api/v1/rollouts/across", f.admin()).await;
+    assert_eq!(before["status"], "running", "{before}");
+    assert_eq!(before["current_wave"], 0, "{before}");
+    assert_eq!(before["waves"][0]["status"], "soaking", "{before}");
+    assert!(desired(&f, "pi-2").await.get("warn_c").is_none());
+    let f = f.restart().await;
+    // The device of the next wave comes back to the restarted fleetd.
+    let pi2 = reconnect(&f, &devs[1].1, "pi-2", &devs[1].0);
+    devs.truncate(1);
+
+    // The driver picks the rollout up: the canary wave passes when its soak
+    // ends, the next wave is written, soaks, and the rollout completes.
+    let done = eventually(
+        "the rollout to complete after the restart",
+        30,
+        async || {
+            let v = f.get("/api/v1/rollouts/across", f.admin()).await;
+            assert_ne!(v["status"], "rolled_back", "{v}");
+            (v["status"] == "completed").then_some(v)
+        },
+    )
+    .await;
+    assert_eq!(
+        done["waves"][0]["soak_until"],
+        before["waves"][0]["soak_until"]
+    );
+    assert_eq!(done["progress"]["waves_passed"], 2, "{done}");
+    assert_eq!(done["progress"]["devices_changed"], 2, "{done}");
+    assert_eq!(desired(&f, "pi-2").await["warn_c"].as_f64(), Some(63.0));
+    assert_eq!(
+        agent_desired(&pi2, "warn_c").and_then(|v| v.as_f64()),
+        Some(63.0)
+    );
+    let passed = f
+        .get(
+            "/api/v1/audit?target=rollout:across&action=rollout.wave_passed",
+            f.admin(),
+        )
+        .await;
+    assert_eq!(passed["items"].as_array().unwrap().len(), 2, "{passed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
