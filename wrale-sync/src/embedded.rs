@@ -12,7 +12,10 @@
 //!   (`boot_id`, `booted_at` from [`Board::boot`]) to the twin's `reported` section, pushes a telemetry point into the ring, applies every desired config
 //!   the agent accepts (a policy assembled by [`PolicyValidator::assemble`]) and
 //!   executes fleet commands the engine admits (fan duty, GPIO level, PWM, fan
-//!   profile; anything else is refused as `unsupported`);
+//!   profile, power source and charging where the board has them, diagnostics;
+//!   reboot, shutdown and workloads are the host's and refused as `unsupported`).
+//!   On stop it leaves the outputs fail-safe: fans at the safe duty, GPIO
+//!   outputs released, PWM low;
 //! - the **agent** ([`Agent`]): keeps the twin in sync with fleetd over
 //!   [`WsConnector`] with the device credential and ships the ring's telemetry.
 //!   Without a [`FleetLink`] it runs degraded (the twin is still kept).
@@ -66,8 +69,8 @@ use wrale_hal::gpio::{DropState, OutputPin, PwmPin};
 
 use crate::Author;
 use crate::agent::{
-    Agent, AgentConfig, AgentHandle, AgentStatus, ConnectFuture, FnConnector, IncomingCommand,
-    WsConnector,
+    Agent, AgentConfig, AgentHandle, AgentStatus, ConnectFuture, Connector, FnConnector,
+    IncomingCommand, WsConnector,
 };
 use crate::error::{Error, Result};
 use crate::policy_validator::PolicyValidator;
@@ -213,6 +216,25 @@ impl EmbeddedDevice {
         fleet: Option<FleetLink>,
         config: DeviceConfig,
     ) -> Result<EmbeddedDevice> {
+        let connector: Box<dyn Connector> = match fleet {
+            Some(link) => Box::new(WsConnector::new(link.sync_url).with_token(link.credential)),
+            None => Box::new(FnConnector(|| -> ConnectFuture {
+                Box::pin(async { Err(Error::Transport("no fleet configured".into())) })
+            })),
+        };
+        Self::start_with(board, dir, device, connector, config)
+    }
+
+    /// [`start`](Self::start) with the agent's links opened by `connector`
+    /// instead of a WebSocket to fleetd: another transport, or an in-process
+    /// hub in tests.
+    pub fn start_with(
+        board: Board,
+        dir: &Path,
+        device: DeviceInfo,
+        connector: Box<dyn Connector>,
+        config: DeviceConfig,
+    ) -> Result<EmbeddedDevice> {
         std::fs::create_dir_all(dir)?;
         let mut store = SqliteStore::open(dir.join(TWIN_FILE))?;
         let author = Author::device(&device.id);
@@ -245,12 +267,6 @@ impl EmbeddedDevice {
         .map_err(|r| Error::Rejected(crate::Rejection::new(r.rule.as_str(), r.reason)))?;
         let policy = Arc::new(Mutex::new(Arc::new(policy)));
 
-        let connector: Box<dyn crate::agent::Connector> = match fleet {
-            Some(link) => Box::new(WsConnector::new(link.sync_url).with_token(link.credential)),
-            None => Box::new(FnConnector(|| -> ConnectFuture {
-                Box::pin(async { Err(Error::Transport("no fleet configured".into())) })
-            })),
-        };
         let (agent, handle) = Agent::new(
             twin,
             Box::new(store),
@@ -380,9 +396,29 @@ impl Sampler {
                         Some(rx) => rx.recv().await,
                         None => std::future::pending().await,
                     }
-                } => self.command(cmd),
+                } => self.command(cmd).await,
             }
         }
+        self.fail_safe();
+    }
+
+    /// On stop: every fan to its fail-safe duty (the policy's or the board's,
+    /// whichever is higher), then claimed GPIO outputs released and PWM outputs
+    /// low, so a stopped program leaves the hardware safe.
+    fn fail_safe(&mut self) {
+        let duty = self
+            .policy()
+            .limits()
+            .fan
+            .safe_duty
+            .max(self.board.profile().fan.safe_duty_pct);
+        for fan in self.board.fans() {
+            if let Err(e) = fan.set_duty(duty) {
+                self.set_error(format!("fail-safe fan {}: {e}", fan.id()));
+            }
+        }
+        self.outputs.clear();
+        self.pwms.clear();
     }
 
     fn policy(&self) -> Arc<PolicySet> {
@@ -506,22 +542,12 @@ impl Sampler {
         });
     }
 
-    fn command(&mut self, cmd: IncomingCommand) {
+    async fn command(&mut self, cmd: IncomingCommand) {
         let now = self.board.now();
         let request: CommandRequest = cmd.request.clone();
-        let supported = matches!(
-            request.command,
-            Command::SetFanDuty { .. }
-                | Command::SetGpio { .. }
-                | Command::SetPwm { .. }
-                | Command::SetFanProfile { .. }
-        );
-        if !supported {
+        if let Some(reason) = self.unsupported(&request.command) {
             self.status.send_modify(|s| s.commands_refused += 1);
-            cmd.refused(
-                "unsupported",
-                "this embedded device executes only set_fan_duty, set_gpio, set_pwm and set_fan_profile",
-            );
+            cmd.refused("unsupported", reason);
             return;
         }
         let policy = self.policy();
@@ -531,15 +557,55 @@ impl Sampler {
             cmd.refused("policy_violation", format!("refused by {rule}: {reason}"));
             return;
         }
-        match self.execute(&request.command) {
-            Ok(()) => {
+        let result = if matches!(request.command, Command::RunDiagnostics) {
+            // Diagnostics drive the fan and load the supply: sampling waits for
+            // them, as in metald, and they run off the async workers.
+            let board = self.board.clone();
+            tokio::task::spawn_blocking(move || {
+                wrale_hal::diag::run(&board, &wrale_hal::diag::DiagOptions::default())
+            })
+            .await
+            .map_err(|e| ("diagnostics_failed".to_owned(), e.to_string()))
+            .map(|report| serde_json::to_value(report).ok())
+        } else {
+            self.execute(&request.command)
+                .map(|()| None)
+                .map_err(|e| (e.code().to_owned(), e.to_string()))
+        };
+        match result {
+            Ok(detail) => {
                 self.status.send_modify(|s| s.commands_done += 1);
-                cmd.done(None);
+                cmd.done(detail);
             }
-            Err(e) => {
+            Err((code, message)) => {
                 self.status.send_modify(|s| s.commands_refused += 1);
-                cmd.failed(e.code(), e.to_string());
+                cmd.failed(code, message);
             }
+        }
+    }
+
+    /// Why this device cannot execute `command` at all, if it cannot: the host
+    /// program owns its own lifecycle and processes, and a board without a
+    /// supply switch or battery has nothing to act on.
+    fn unsupported(&self, command: &Command) -> Option<String> {
+        match command {
+            Command::SetFanDuty { .. }
+            | Command::SetGpio { .. }
+            | Command::SetPwm { .. }
+            | Command::SetFanProfile { .. }
+            | Command::RunDiagnostics => None,
+            Command::SelectPowerSource { .. } if self.board.supply().is_none() => {
+                Some("this board has no power-source switch".into())
+            }
+            Command::EnableCharging { .. } if self.board.battery().is_none() => {
+                Some("this board has no battery".into())
+            }
+            Command::SelectPowerSource { .. } | Command::EnableCharging { .. } => None,
+            other => Some(format!(
+                "{} is the host program's business: an embedded device does not reboot, \
+                 shut down, run workloads or take configs as commands",
+                other.kind()
+            )),
         }
     }
 
@@ -576,6 +642,14 @@ impl Sampler {
                 self.pwms.insert(*pin, p);
                 Ok(())
             }
+            Command::SelectPowerSource { source } => match self.board.supply() {
+                Some(supply) => supply.select(*source),
+                None => Ok(()),
+            },
+            Command::EnableCharging { enabled } => match self.board.battery() {
+                Some(battery) => battery.set_charging(*enabled),
+                None => Ok(()),
+            },
             // The engine recorded the profile when it admitted the command; the
             // next evaluation drives the fan by it.
             _ => Ok(()),

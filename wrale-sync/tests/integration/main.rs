@@ -4,6 +4,8 @@
 mod agent;
 mod common;
 mod convergence;
+#[cfg(all(feature = "embedded", feature = "hub"))]
+mod embedded;
 mod epoch;
 mod fuzz;
 #[cfg(all(feature = "agent", feature = "hub", feature = "sqlite"))]
