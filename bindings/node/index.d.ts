@@ -106,7 +106,17 @@ export declare class Board {
   static open(config: any): Board
   /** A simulated board on virtual time (model `pi4b` by default). */
   static sim(model?: string | undefined | null, options?: SimOptions | undefined | null): Board
-  /** `sim`, `linux` or `rpi`. */
+  /**
+   * A board whose sensors and fans are JS functions: `temperatures` maps a
+   * sensor id to a function returning °C (`cpu` drives the safety engine;
+   * `gpu` and `ambient` are known kinds), `fans` maps a fan id to a function
+   * taking the duty in percent. A function that throws, or returns no finite
+   * number, gives a sensor fault in the sample. The functions run on the JS
+   * thread: directly when the board is read there, and queued to it (waiting
+   * at most `timeoutMs`) when a running `Device` reads the board.
+   */
+  static fromCallbacks(model: string, temperatures: Record<string, () => number>, fans?: Record<string, (dutyPct: number) => void> | undefined | null, options?: HostBoardOptions | undefined | null): Board
+  /** `sim`, `linux`, `rpi` or `host`. */
   get backend(): string
   /** The board model (`pi4b`, `pi5`, ...). */
   get model(): string
@@ -293,6 +303,13 @@ export declare class SafetyEngine {
    * floor, with an optional policy layer (TOML text) on top.
    */
   constructor(model: string, policy?: string | undefined | null)
+  /**
+   * The engine for `model` with the policy layer in the TOML file at `path`
+   * (errors name the file, and the line for a TOML error).
+   */
+  static fromFile(model: string, path: string): SafetyEngine
+  /** Loads (or replaces) the policy layer in the TOML file at `path`, like `load`. */
+  loadFile(path: string): void
   /**
    * Loads (or replaces) a policy layer from TOML text. A layer that does not
    * parse, or loosens the floor, throws and leaves the previous policy in force.
@@ -487,6 +504,16 @@ export interface EventQuery {
   group?: string
   /** Of these kinds (`device`, `twin`, `alert`, ...). */
   kinds?: Array<string>
+}
+
+/** How a board of host callbacks calls them (every field optional). */
+export interface HostBoardOptions {
+  /**
+   * How long a call from the device's runtime thread waits for the JS thread
+   * before the reading is a sensor fault (or the fan command an error), in
+   * ms; default 1000.
+   */
+  timeoutMs?: number
 }
 
 /** How to simulate a board (every field optional). */

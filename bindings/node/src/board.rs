@@ -1,13 +1,15 @@
 //! Boards (sim, linux, rpi) and samples.
 
-use std::collections::BTreeMap;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use napi::Env;
+use napi::bindgen_prelude::FunctionRef;
+use napi::threadsafe_function::UnknownReturnValue;
 use napi_derive::napi;
 use serde_json::{Value, json};
-use wrale_core::board::BoardModel;
+use wrale_core::board::{BoardModel, BoardProfile};
 use wrale_core::model::{Level, Pull, SecurityKind};
 use wrale_core::units::{Celsius, Hertz, Percent};
 use wrale_hal::gpio::{DropState, InputPin, OutputPin, PwmPin};
@@ -15,6 +17,7 @@ use wrale_hal::sim::{SimBoard, SimFault};
 use wrale_hal::{BackendConfig, HalError};
 
 use crate::errors::{Failure, OrThrow};
+use crate::host::{HostFan, HostFn, HostThermal};
 use crate::{from_name, from_value, to_value};
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -56,6 +59,16 @@ pub struct SimOptions {
     pub faults: Option<Vec<Value>>,
     /// Sensor noise (default on).
     pub noise: Option<bool>,
+}
+
+/// How a board of host callbacks calls them (every field optional).
+#[napi(object)]
+#[derive(Debug, Default)]
+pub struct HostBoardOptions {
+    /// How long a call from the device's runtime thread waits for the JS thread
+    /// before the reading is a sensor fault (or the fan command an error), in
+    /// ms; default 1000.
+    pub timeout_ms: Option<f64>,
 }
 
 /// One reading of every sensor of a board (`wrale_core::Sample`).
@@ -175,7 +188,49 @@ impl Board {
         Board::open(env, config)
     }
 
-    /// `sim`, `linux` or `rpi`.
+    /// A board whose sensors and fans are JS functions: `temperatures` maps a
+    /// sensor id to a function returning °C (`cpu` drives the safety engine;
+    /// `gpu` and `ambient` are known kinds), `fans` maps a fan id to a function
+    /// taking the duty in percent. A function that throws, or returns no finite
+    /// number, gives a sensor fault in the sample. The functions run on the JS
+    /// thread: directly when the board is read there, and queued to it (waiting
+    /// at most `timeoutMs`) when a running `Device` reads the board.
+    #[napi(
+        factory,
+        ts_args_type = "model: string, temperatures: Record<string, () => number>, fans?: Record<string, (dutyPct: number) => void> | undefined | null, options?: HostBoardOptions | undefined | null"
+    )]
+    pub fn from_callbacks(
+        env: Env,
+        model: String,
+        temperatures: HashMap<String, FunctionRef<(), f64>>,
+        fans: Option<HashMap<String, FunctionRef<f64, UnknownReturnValue>>>,
+        options: Option<HostBoardOptions>,
+    ) -> napi::Result<Board> {
+        let o = options.unwrap_or_default();
+        let timeout = secs("timeoutMs", o.timeout_ms.unwrap_or(1000.0) / 1000.0).or_throw(&env)?;
+        let profile = BoardProfile::builtin(parse_model(&model).or_throw(&env)?);
+        let mut b = wrale_hal::Board::builder(profile, "host");
+        let mut temperatures: Vec<_> = temperatures.into_iter().collect();
+        temperatures.sort_by(|a, b| a.0.cmp(&b.0));
+        for (id, f) in temperatures {
+            b = b.thermal(Arc::new(HostThermal {
+                id,
+                read: HostFn::new(&env, f, timeout)?,
+            }));
+        }
+        let mut fans: Vec<_> = fans.unwrap_or_default().into_iter().collect();
+        fans.sort_by(|a, b| a.0.cmp(&b.0));
+        for (id, f) in fans {
+            b = b.fan(Arc::new(HostFan {
+                id,
+                set: HostFn::new(&env, f, timeout)?,
+                duty: Mutex::new(Percent::ZERO),
+            }));
+        }
+        Ok(Board::wrap(b.build(), None))
+    }
+
+    /// `sim`, `linux`, `rpi` or `host`.
     #[napi(getter)]
     pub fn backend(&self) -> &'static str {
         self.board.backend()

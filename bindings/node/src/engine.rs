@@ -42,6 +42,17 @@ fn request(command: Value, o: Option<CheckOptions>) -> Result<(CommandRequest, f
     ))
 }
 
+fn read_policy_file(path: &str) -> Result<String, Failure> {
+    std::fs::read_to_string(path).map_err(|e| {
+        let message = format!("policy file {path}: {e}");
+        if e.kind() == std::io::ErrorKind::NotFound {
+            Failure::new(wrale_core::ErrorCategory::NotFound, "not_found", message)
+        } else {
+            Failure::invalid_input("invalid_argument", message)
+        }
+    })
+}
+
 /// The safety/policy engine for one board model (`wrale_core::policy`).
 #[napi]
 #[derive(Debug)]
@@ -70,6 +81,22 @@ impl SafetyEngine {
         Ok(SafetyEngine {
             inner: Mutex::new(Inner { store, state }),
         })
+    }
+
+    /// The engine for `model` with the policy layer in the TOML file at `path`
+    /// (errors name the file, and the line for a TOML error).
+    #[napi(factory)]
+    pub fn from_file(env: Env, model: String, path: String) -> napi::Result<SafetyEngine> {
+        let engine = SafetyEngine::new(env, model, None)?;
+        engine.load_file(env, path)?;
+        Ok(engine)
+    }
+
+    /// Loads (or replaces) the policy layer in the TOML file at `path`, like `load`.
+    #[napi]
+    pub fn load_file(&self, env: Env, path: String) -> napi::Result<()> {
+        let text = read_policy_file(&path).or_throw(&env)?;
+        self.load(env, text, Some(path))
     }
 
     /// Loads (or replaces) a policy layer from TOML text. A layer that does not

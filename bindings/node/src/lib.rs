@@ -15,6 +15,7 @@ mod client;
 mod device;
 mod engine;
 mod errors;
+mod host;
 mod twin;
 
 use std::future::Future;

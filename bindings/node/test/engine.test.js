@@ -84,3 +84,32 @@ test('loosening or broken policies are refused and the old one stays', () => {
   assert.deepEqual(engine.state().alerts, [])
   assert.throws(() => new SafetyEngine('pi9z'), { code: 'invalid_argument', category: 'invalid_input' })
 })
+
+test('a policy from a file; a bad file is refused naming the file and line', () => {
+  const fs = require('node:fs')
+  const os = require('node:os')
+  const path = require('node:path')
+  const { WraleError, InvalidInput, NotFound } = require('..')
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'wrale-node-policy-'))
+  const good = path.join(dir, 'fleet.toml')
+  fs.writeFileSync(good, 'scope = "fleet"\n[thermal]\nwarn_c = 64.0\n')
+  const engine = SafetyEngine.fromFile('pi4b', good)
+  assert.equal(engine.thresholds().warnC, 64)
+  const bad = path.join(dir, 'bad.toml')
+  fs.writeFileSync(bad, 'scope = "fleet"\n\n[thermal]\nwarn_c = = 60\n')
+  for (const call of [() => SafetyEngine.fromFile('pi4b', bad), () => engine.loadFile(bad)]) {
+    assert.throws(call, (e) => {
+      assert.ok(e instanceof InvalidInput && e instanceof WraleError)
+      assert.equal(e.code, 'invalid_policy')
+      assert.ok(e.message.startsWith(`${bad}:4 `), e.message) // file:line
+      return true
+    })
+  }
+  assert.equal(engine.thresholds().warnC, 64, 'the previous policy stays in force')
+  assert.throws(() => SafetyEngine.fromFile('pi4b', path.join(dir, 'missing.toml')), (e) => {
+    assert.ok(e instanceof NotFound)
+    assert.ok(e.message.includes('missing.toml'), e.message)
+    return true
+  })
+  fs.rmSync(dir, { recursive: true, force: true })
+})
