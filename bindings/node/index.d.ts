@@ -222,7 +222,7 @@ export declare class Fleet {
   /** The bearer token in use. */
   get token(): string | null
   /** Uses another token from now on. */
-  set token(token?: string | undefined | null)
+  set token(token: string | null)
   /** Waits until fleetd answers `/health/ready`. */
   ready(): Promise<any>
   /** Logs in; the session token is used for later calls. */

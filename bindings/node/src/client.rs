@@ -161,7 +161,7 @@ impl Fleet {
     }
 
     /// Uses another token from now on.
-    #[napi(setter, js_name = "token")]
+    #[napi(setter, js_name = "token", ts_args_type = "token: string | null")]
     pub fn set_token(&self, token: Option<String>) {
         self.inner.set_token(token);
     }
