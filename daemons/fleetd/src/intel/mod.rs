@@ -66,6 +66,9 @@ pub struct IntelConfig {
     /// Time limit of one webhook request.
     #[serde(with = "duration_str")]
     pub webhook_timeout: Duration,
+    /// How many receivers (webhooks) are sent to at once; each receiver gets its
+    /// deliveries one at a time, in order.
+    pub webhook_concurrency: usize,
 }
 
 impl Default for IntelConfig {
@@ -80,6 +83,7 @@ impl Default for IntelConfig {
             webhooks: Vec::new(),
             retry: RetryPolicy::default(),
             webhook_timeout: Duration::from_secs(5),
+            webhook_concurrency: 8,
         }
     }
 }
@@ -226,6 +230,12 @@ impl IntelConfig {
         }
         if self.webhook_timeout < Duration::from_millis(10) {
             return Err((key("webhook_timeout"), "must be at least 10ms".into()));
+        }
+        if !(1..=256).contains(&self.webhook_concurrency) {
+            return Err((
+                key("webhook_concurrency"),
+                "must be between 1 and 256".into(),
+            ));
         }
         Ok(())
     }

@@ -653,3 +653,185 @@ condition = { kind = "offline", after = "3s" }
     }
     assert!(resolved, "{:?}", ok.bodies());
 }
+
+/// A webhook receiver that records each request when it arrives and answers
+/// only once the test opens its gate (a receiver that hangs).
+struct Gated {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Value>>>,
+    gate: Arc<tokio::sync::Semaphore>,
+}
+
+impl Gated {
+    async fn start() -> Gated {
+        let got: Arc<Mutex<Vec<Value>>> = Arc::default();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let app = axum::Router::new()
+            .route(
+                "/hook",
+                axum::routing::post(
+                    move |State((got, gate)): State<(
+                        Arc<Mutex<Vec<Value>>>,
+                        Arc<tokio::sync::Semaphore>,
+                    )>,
+                          Json(v): Json<Value>| async move {
+                        got.lock().unwrap().push(v);
+                        gate.acquire().await.unwrap().forget();
+                        StatusCode::OK
+                    },
+                ),
+            )
+            .with_state((got.clone(), gate.clone()));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        Gated { addr, got, gate }
+    }
+
+    fn keys(&self) -> Vec<String> {
+        keys_of(&self.got.lock().unwrap())
+    }
+}
+
+fn keys_of(bodies: &[Value]) -> Vec<String> {
+    bodies
+        .iter()
+        .map(|b| {
+            b["notification"]["alert"]["key"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+/// One receiver hangs: the others get their notifications meanwhile (each
+/// receiver in order, one request at a time), a failing one retries with
+/// jittered backoff into dead letters, and the hanging one gets its
+/// notifications in order once it answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_receiver_does_not_hold_up_the_others() {
+    let slow = Gated::start().await;
+    let fast = Receiver::start(StatusCode::OK).await;
+    let bad = Receiver::start(StatusCode::INTERNAL_SERVER_ERROR).await;
+    let body = format!(
+        r#"
+[intel]
+interval = "200ms"
+webhook_timeout = "120s"
+webhook_concurrency = 4
+
+[[intel.rules]]
+id = "device"
+severity = "warning"
+condition = {{ kind = "device_alert", min_severity = "warning" }}
+
+[[intel.webhooks]]
+id = "slow"
+url = "http://{}/hook"
+
+[[intel.webhooks]]
+id = "fast"
+url = "{}"
+
+[[intel.webhooks]]
+id = "bad"
+url = "{}"
+
+[intel.retry]
+max_attempts = 3
+initial_backoff = "200ms"
+factor = 2.0
+max_backoff = "1s"
+"#,
+        slow.addr,
+        fast.url(),
+        bad.url()
+    );
+    let f = Fleet::start_with(&body).await;
+    let admin = f.admin().to_owned();
+    for d in ["a1", "a2"] {
+        f.enroll(d, json!({"site": "lab", "rack": "r1"})).await;
+        f.post(
+            "/api/v1/alerts",
+            &admin,
+            json!({"device": d, "code": "thermal_warning", "severity": "warning", "message": format!("{d} hot")}),
+        )
+        .await;
+        // One analyzer pass apart, so the two notifications have an order.
+        until(&format!("{d}'s alert at the fast receiver"), || {
+            fast.about(&format!("device:thermal_warning/device:{d}"))
+                .len()
+                == 1
+        })
+        .await;
+    }
+    // The fast receiver got both while the slow one still holds its first
+    // request: the second one to it waits behind it (order per receiver).
+    until("the slow receiver to get its first request", || {
+        !slow.keys().is_empty()
+    })
+    .await;
+    let fast_keys = keys_of(&fast.bodies());
+    assert_eq!(fast_keys.len(), 2, "{fast_keys:?}");
+    assert_eq!(slow.keys(), fast_keys[..1]);
+
+    // The failing receiver's retries run meanwhile and end in dead letters.
+    let dead = poll(&f, "/api/v1/dead-letters", &admin, |v| {
+        v["items"].as_array().unwrap().len() == 2
+    })
+    .await;
+    assert_eq!(
+        slow.keys(),
+        fast_keys[..1],
+        "the slow receiver is still held"
+    );
+    for d in dead["items"].as_array().unwrap() {
+        assert_eq!(d["webhook"], "bad", "{dead}");
+        let at: Vec<Timestamp> = d["attempts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| {
+                assert_eq!(
+                    a["outcome"],
+                    json!({"kind": "status", "code": 500}),
+                    "{dead}"
+                );
+                Timestamp::parse_rfc3339(a["at"].as_str().unwrap()).unwrap()
+            })
+            .collect();
+        assert_eq!(at.len(), 3, "{dead}");
+        // Jittered backoff: at least half of 200 ms, then of 400 ms.
+        assert!(
+            at[1].saturating_since(at[0]) >= Duration::from_millis(100),
+            "{dead}"
+        );
+        assert!(
+            at[2].saturating_since(at[1]) >= Duration::from_millis(200),
+            "{dead}"
+        );
+    }
+    let bad_keys = keys_of(&bad.bodies());
+    assert_eq!(bad_keys.len(), 6, "{bad_keys:?}");
+    // Its own order too: every attempt at the first before any at the second.
+    assert!(
+        bad_keys[..3].iter().all(|k| *k == fast_keys[0]),
+        "{bad_keys:?}"
+    );
+    assert!(
+        bad_keys[3..].iter().all(|k| *k == fast_keys[1]),
+        "{bad_keys:?}"
+    );
+
+    // The slow receiver answers: it gets the second notification, in order.
+    slow.gate.add_permits(10);
+    until("the second notification at the slow receiver", || {
+        slow.keys().len() == 2
+    })
+    .await;
+    assert_eq!(slow.keys(), fast_keys);
+    let m = f.call("GET", "/metrics", Some(&admin), None).await;
+    let text = m.body.as_str().unwrap();
+    assert!(text.contains("wrale_webhook_dead_letters 2\n"), "{text}");
+}
