@@ -148,21 +148,28 @@ test('a Node device enrolls, syncs, ships telemetry and obeys the fleet', async 
   await dev.stop()
 })
 
-test('the Node program in docs/bindings.md runs', () => {
+test('the Node programs in docs/bindings.md run', () => {
   const text = fs.readFileSync(path.join(REPO, 'docs', 'bindings.md'), 'utf8')
-  const section = text.split('## Node')[1]
+  const section = text.split('## Node')[1].split('\n## ')[0]
   const blocks = [...section.matchAll(/```js\n([\s\S]*?)```/g)].map((m) => m[1])
-  assert.equal(blocks.length, 1)
+  assert.equal(blocks.length, 2)
   const dir = tempDir()
-  const file = path.join(dir, 'example.js')
-  fs.writeFileSync(file, blocks[0].replace("require('wrale')", `require(${JSON.stringify(path.resolve(__dirname, '..'))})`))
-  const out = execFileSync(process.execPath, [file], {
-    env: { ...process.env, WRALE_URL: fleetd.url, WRALE_TOKEN: fleetd.token },
-    encoding: 'utf8',
-    timeout: 60_000,
-  })
+  const run = (block, name) => {
+    const file = path.join(dir, name)
+    fs.writeFileSync(file, block.replace("require('wrale')", `require(${JSON.stringify(path.resolve(__dirname, '..'))})`))
+    return execFileSync(process.execPath, [file], {
+      env: { ...process.env, WRALE_URL: fleetd.url, WRALE_TOKEN: fleetd.token },
+      encoding: 'utf8',
+      timeout: 60_000,
+    })
+  }
+  const out = run(blocks[0], 'example.js')
   assert.match(out, /cpu \d+\.\d °C/)
   assert.match(out, /action: set_fan_duty/)
   assert.match(out, /refused: policy_violation/)
   assert.match(out, /node-sim-1 pi4b/)
+  // The program that is a fleet device with its own sensor and fan.
+  const device = run(blocks[1], 'device.js')
+  assert.match(device, /^event: \w+$/m)
+  assert.match(device, /fleetd sees node-host-example at \d+\.\d °C, fan at \d+(\.\d+)? %/)
 })
