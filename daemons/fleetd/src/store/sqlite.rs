@@ -268,6 +268,29 @@ fn audit_row(r: &Row<'_>) -> rusqlite::Result<AuditEntry> {
     })
 }
 
+/// Admins in the users table.
+fn admin_count(tx: &rusqlite::Transaction<'_>) -> StoreResult<i64> {
+    tx.query_row(
+        "SELECT COUNT(*) FROM users WHERE role = ?1",
+        [Role::Admin.as_str()],
+        |r| r.get(0),
+    )
+    .map_err(backend)
+}
+
+/// Inside a transaction that changed users: refuses (and so rolls back) a
+/// change that took the last admin away (`before`: admins before it). The API
+/// checks first for a clear answer; this makes the rule hold when two such
+/// changes race.
+fn an_admin_remains(tx: &rusqlite::Transaction<'_>, before: i64) -> StoreResult<()> {
+    if before > 0 && admin_count(tx)? == 0 {
+        return Err(StoreError::Conflict(
+            wrale_core::fleet::access::LastAdmin.to_string(),
+        ));
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating and migrating) the store at `path`. Refuses a file written
     /// by a newer fleetd.
@@ -434,11 +457,13 @@ impl FleetStore for SqliteStore {
                 return Err(StoreError::NotFound(format!("no user {name:?}")));
             }
             if let Some(role) = role {
+                let before = admin_count(tx)?;
                 tx.execute(
                     "UPDATE users SET role = ?2 WHERE name = ?1",
                     params![name, role.as_str()],
                 )
                 .map_err(backend)?;
+                an_admin_remains(tx, before)?;
             }
             if let Some(h) = password_hash {
                 tx.execute(
@@ -459,11 +484,16 @@ impl FleetStore for SqliteStore {
     }
 
     fn delete_user(&self, name: &str) -> StoreResult<()> {
-        let n = self.with(|c| c.execute("DELETE FROM users WHERE name = ?1", [name]))?;
-        if n == 0 {
-            return Err(StoreError::NotFound(format!("no user {name:?}")));
-        }
-        Ok(())
+        self.tx(|tx| {
+            let before = admin_count(tx)?;
+            let n = tx
+                .execute("DELETE FROM users WHERE name = ?1", [name])
+                .map_err(backend)?;
+            if n == 0 {
+                return Err(StoreError::NotFound(format!("no user {name:?}")));
+            }
+            an_admin_remains(tx, before)
+        })
     }
 
     fn create_session(
@@ -1263,6 +1293,30 @@ mod tests {
             .len(),
             1
         );
+    }
+
+    #[test]
+    fn the_last_admin_cannot_be_removed_even_without_the_api_check() {
+        let (_d, s) = store();
+        let t = Timestamp::from_secs(1);
+        s.create_user("ann", Role::Admin, "h", t).unwrap();
+        s.create_user("bob", Role::Admin, "h", t).unwrap();
+        s.create_user("vic", Role::Viewer, "h", t).unwrap();
+        // Two racing demotions both passed the API's check; the second fails here.
+        s.update_user("ann", Some(Role::Operator), None).unwrap();
+        let e = s.update_user("bob", Some(Role::Viewer), None).unwrap_err();
+        assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+        let e = s.delete_user("bob").unwrap_err();
+        assert!(matches!(e, StoreError::Conflict(_)), "{e}");
+        // Rolled back: bob is still there and still an admin.
+        let users = s.list_users().unwrap();
+        let bob = users.iter().find(|u| u.name == "bob").unwrap();
+        assert_eq!(bob.role, Role::Admin);
+        // Everyone else can still be changed and deleted.
+        s.delete_user("vic").unwrap();
+        s.update_user("ann", Some(Role::Admin), None).unwrap();
+        s.update_user("bob", Some(Role::Viewer), None).unwrap();
+        s.delete_user("bob").unwrap();
     }
 
     #[test]
