@@ -22,6 +22,11 @@ impl Client {
             .await
     }
 
+    /// `GET /workloads/{name}`: `{workload, placements}`.
+    pub async fn get_workload(&self, name: &str) -> Result<Value> {
+        self.get(&["workloads", name], &[]).await
+    }
+
     /// `DELETE /workloads/{name}` (operator): its replicas are stopped.
     pub async fn delete_workload(&self, name: &str) -> Result<Value> {
         self.call::<(), Value>(Method::DELETE, &["workloads", name], &[], None)
