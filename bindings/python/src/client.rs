@@ -10,8 +10,9 @@ use pyo3::prelude::*;
 use serde::Serialize;
 use serde_json::{Map, Value};
 use wrale_client::models::{
-    AlertFilter, AuditFilter, ConfigScope, DeviceFilter, DevicePatch, EnrollRequest, GroupPatch,
-    NewEnrollmentToken, NewGroup, Resolution, TelemetryQuery,
+    Aggregate, AlertFilter, AuditFilter, ConfigScope, DeviceFilter, DevicePatch, EnrollRequest,
+    GroupPatch, NewAlert, NewEnrollmentToken, NewGroup, NewSilence, NewToken, NewUser, Resolution,
+    TelemetryQuery, UserPatch,
 };
 use wrale_client::{EventFilter, EventKind};
 use wrale_core::model::{Command, DeviceId, GroupId};
@@ -38,6 +39,13 @@ fn scope(kind: &str, id: Option<&str>) -> PyResult<ConfigScope> {
             "config scope {other:?}: expected fleet, group or device"
         ))),
     }
+}
+
+/// Whether a patch sets `key` to `null` (serde reads a null into an
+/// `Option<Option<_>>` as absent, so the patch types lose "set it to none").
+fn explicit_null(patch_json: &str, key: &str) -> PyResult<bool> {
+    let raw: Map<String, Value> = from_json("patch", patch_json)?;
+    Ok(raw.get(key).is_some_and(Value::is_null))
 }
 
 /// A client of fleetd's API.
@@ -132,9 +140,13 @@ impl Client {
         self.call(py, |c| async move { c.get_device(&id).await })
     }
 
-    /// Changes a device's labels, location or group (JSON of `DevicePatch`).
+    /// Changes a device's labels, location or group (JSON of `DevicePatch`;
+    /// `"group": null` takes it out of its group).
     fn update_device(&self, py: Python<'_>, id: String, patch_json: &str) -> PyResult<String> {
-        let patch: DevicePatch = from_json("device patch", patch_json)?;
+        let mut patch: DevicePatch = from_json("device patch", patch_json)?;
+        if explicit_null(patch_json, "group")? {
+            patch.group = Some(None);
+        }
         self.call(py, |c| async move { c.update_device(&id, &patch).await })
     }
 
@@ -175,9 +187,12 @@ impl Client {
         self.call(py, |c| async move { c.get_group(&id).await })
     }
 
-    /// Changes a group (JSON of `GroupPatch`).
+    /// Changes a group (JSON of `GroupPatch`; `"parent": null` makes it a root).
     fn update_group(&self, py: Python<'_>, id: String, patch_json: &str) -> PyResult<String> {
-        let patch: GroupPatch = from_json("group patch", patch_json)?;
+        let mut patch: GroupPatch = from_json("group patch", patch_json)?;
+        if explicit_null(patch_json, "parent")? {
+            patch.parent = Some(None);
+        }
         self.call(py, |c| async move { c.update_group(&id, &patch).await })
     }
 
@@ -345,6 +360,227 @@ impl Client {
     fn enroll(&self, py: Python<'_>, request_json: &str) -> PyResult<String> {
         let req: EnrollRequest = from_json("enroll request", request_json)?;
         self.call(py, |c| async move { c.enroll(&req).await })
+    }
+
+    /// Revokes the session token in use (`/auth/logout`) and forgets it.
+    fn logout(&self, py: Python<'_>) -> PyResult<String> {
+        self.call(py, |c| async move { c.logout().await })
+    }
+
+    /// Every user (admin).
+    fn list_users(&self, py: Python<'_>) -> PyResult<String> {
+        self.call(py, |c| async move { c.list_users().await })
+    }
+
+    /// One user (admin).
+    fn get_user(&self, py: Python<'_>, name: String) -> PyResult<String> {
+        self.call(py, |c| async move { c.get_user(&name).await })
+    }
+
+    /// Creates a user (admin; JSON of `NewUser`: `name`, `password`, `role`).
+    fn create_user(&self, py: Python<'_>, user_json: &str) -> PyResult<String> {
+        let user: NewUser = from_json("user", user_json)?;
+        self.call(py, |c| async move { c.create_user(&user).await })
+    }
+
+    /// Changes a user's `password` or `role` (admin; JSON of `UserPatch`).
+    fn update_user(&self, py: Python<'_>, name: String, patch_json: &str) -> PyResult<String> {
+        let patch: UserPatch = from_json("user patch", patch_json)?;
+        self.call(py, |c| async move { c.update_user(&name, &patch).await })
+    }
+
+    /// Deletes a user (admin).
+    fn delete_user(&self, py: Python<'_>, name: String) -> PyResult<String> {
+        self.call(py, |c| async move { c.delete_user(&name).await })
+    }
+
+    /// The caller's API tokens (every token for an admin), without secrets.
+    fn list_tokens(&self, py: Python<'_>) -> PyResult<String> {
+        self.call(py, |c| async move { c.list_tokens().await })
+    }
+
+    /// Creates an API token (JSON of `NewToken`: `name`, `role`, `expires_in`);
+    /// the secret (`token`) is in the answer, once.
+    fn create_token(&self, py: Python<'_>, token_json: &str) -> PyResult<String> {
+        let token: NewToken = from_json("token", token_json)?;
+        self.call(py, |c| async move { c.create_token(&token).await })
+    }
+
+    /// Revokes an API token by id.
+    fn revoke_token(&self, py: Python<'_>, id: String) -> PyResult<String> {
+        self.call(py, |c| async move { c.revoke_token(&id).await })
+    }
+
+    /// Every enrollment token (admin), without secrets.
+    fn list_enrollment_tokens(&self, py: Python<'_>) -> PyResult<String> {
+        self.call(py, |c| async move { c.list_enrollment_tokens().await })
+    }
+
+    /// Deletes an enrollment token (admin).
+    fn delete_enrollment_token(&self, py: Python<'_>, id: String) -> PyResult<String> {
+        self.call(py, |c| async move { c.delete_enrollment_token(&id).await })
+    }
+
+    /// Revokes a device's credential and closes its live session (admin).
+    fn revoke_device(&self, py: Python<'_>, id: String) -> PyResult<String> {
+        self.call(py, |c| async move { c.revoke_device(&id).await })
+    }
+
+    /// The devices on the same shelf and rack (`same_shelf`, `same_rack`).
+    fn neighbours(&self, py: Python<'_>, id: String) -> PyResult<String> {
+        self.call(py, |c| async move { c.neighbours(&id).await })
+    }
+
+    /// Sites, racks, shelves and their device ids.
+    fn topology(&self, py: Python<'_>) -> PyResult<String> {
+        self.call(py, |c| async move { c.topology().await })
+    }
+
+    /// Writes the desired values of a twin version (JSON, as `twin_history`
+    /// lists it) as a new change.
+    fn twin_rollback(&self, py: Python<'_>, id: String, version_json: &str) -> PyResult<String> {
+        let version: Value = from_json("version", version_json)?;
+        self.call(py, |c| async move { c.rollback(&id, version).await })
+    }
+
+    /// Resolves a manual-policy conflict on `field` with `value_json`.
+    fn resolve_conflict(
+        &self,
+        py: Python<'_>,
+        id: String,
+        field: String,
+        value_json: &str,
+    ) -> PyResult<String> {
+        let value: Value = from_json("value", value_json)?;
+        self.call(py, |c| async move {
+            c.resolve_conflict(&id, &field, value).await
+        })
+    }
+
+    /// One metric aggregated (`agg`: `avg`, `min`, `max`) across a group and its
+    /// subgroups, at `resolution` (`auto`, `1m`, `1h`).
+    #[pyo3(signature = (id, metric, from_ms=None, to_ms=None, resolution="auto", agg=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn group_telemetry(
+        &self,
+        py: Python<'_>,
+        id: String,
+        metric: String,
+        from_ms: Option<i64>,
+        to_ms: Option<i64>,
+        resolution: &str,
+        agg: Option<&str>,
+    ) -> PyResult<String> {
+        let mut q = TelemetryQuery::new(metric);
+        q.from = from_ms.map(ts);
+        q.to = to_ms.map(ts);
+        q.resolution = from_json::<Resolution>("resolution", &Value::from(resolution).to_string())?;
+        q.agg = agg
+            .map(|a| from_json::<Aggregate>("agg", &Value::from(a).to_string()))
+            .transpose()?;
+        self.call(py, |c| async move { c.group_telemetry(&id, &q).await })
+    }
+
+    /// Raises an alert (JSON of `NewAlert`: `device`, `code`, `severity`,
+    /// `message`, `key`); an active alert of the same key is returned instead.
+    fn raise_alert(&self, py: Python<'_>, alert_json: &str) -> PyResult<String> {
+        let alert: NewAlert = from_json("alert", alert_json)?;
+        self.call(py, |c| async move { c.raise_alert(&alert).await })
+    }
+
+    /// The analyzer's latest pass over the fleet.
+    fn fleet_analysis(&self, py: Python<'_>) -> PyResult<String> {
+        self.call(py, |c| async move { c.fleet_analysis().await })
+    }
+
+    /// The latest analysis of one device.
+    fn device_analysis(&self, py: Python<'_>, id: String) -> PyResult<String> {
+        self.call(py, |c| async move { c.device_analysis(&id).await })
+    }
+
+    /// The hot spots, hottest first.
+    fn hot_spots(&self, py: Python<'_>) -> PyResult<String> {
+        self.call(py, |c| async move { c.hot_spots().await })
+    }
+
+    /// The open fleet alerts of the alert book.
+    fn fleet_alerts(&self, py: Python<'_>) -> PyResult<String> {
+        self.call(py, |c| async move { c.fleet_alerts().await })
+    }
+
+    /// The silence windows for fleet alerts.
+    fn list_silences(&self, py: Python<'_>) -> PyResult<String> {
+        self.call(py, |c| async move { c.list_silences().await })
+    }
+
+    /// Creates a silence (JSON of `NewSilence`: `rule`, `device`, `key_prefix`,
+    /// `duration` or `until`, `comment`).
+    fn create_silence(&self, py: Python<'_>, silence_json: &str) -> PyResult<String> {
+        let silence: NewSilence = from_json("silence", silence_json)?;
+        self.call(py, |c| async move { c.create_silence(&silence).await })
+    }
+
+    /// Deletes a silence.
+    fn delete_silence(&self, py: Python<'_>, id: String) -> PyResult<String> {
+        self.call(py, |c| async move { c.delete_silence(&id).await })
+    }
+
+    /// Webhook deliveries given up.
+    fn dead_letters(&self, py: Python<'_>) -> PyResult<String> {
+        self.call(py, |c| async move { c.dead_letters().await })
+    }
+
+    /// Deletes a dead letter.
+    fn delete_dead_letter(&self, py: Python<'_>, id: u64) -> PyResult<String> {
+        self.call(py, |c| async move { c.delete_dead_letter(id).await })
+    }
+
+    /// Every workload (`{items}`).
+    fn list_workloads(&self, py: Python<'_>) -> PyResult<String> {
+        self.call(py, |c| async move { c.list_workloads().await })
+    }
+
+    /// One workload with its placements (`{workload, placements}`).
+    fn get_workload(&self, py: Python<'_>, name: String) -> PyResult<String> {
+        self.call(py, |c| async move { c.get_workload(&name).await })
+    }
+
+    /// Declares a workload (JSON: `name`, `command`, `cpu_pct`, `power_w`,
+    /// `replicas`, `priority`, `constraints`); the answer carries the scheduler
+    /// pass it ran (`{workload, placements, pending}`).
+    fn create_workload(&self, py: Python<'_>, workload_json: &str) -> PyResult<String> {
+        let workload: Value = from_json("workload", workload_json)?;
+        self.call(py, |c| async move { c.create_workload(&workload).await })
+    }
+
+    /// Deletes a workload; its replicas are stopped (`{deleted, decisions}`).
+    fn delete_workload(&self, py: Python<'_>, name: String) -> PyResult<String> {
+        self.call(py, |c| async move { c.delete_workload(&name).await })
+    }
+
+    /// The placements, optionally of one workload or device
+    /// (`{items, pending, last_pass}`).
+    #[pyo3(signature = (workload=None, device=None))]
+    fn list_placements(
+        &self,
+        py: Python<'_>,
+        workload: Option<String>,
+        device: Option<String>,
+    ) -> PyResult<String> {
+        self.call(py, |c| async move {
+            c.list_placements(workload.as_deref(), device.as_deref())
+                .await
+        })
+    }
+
+    /// The optimizer's recommendations (`{items, expected, auto_apply}`).
+    fn list_recommendations(&self, py: Python<'_>) -> PyResult<String> {
+        self.call(py, |c| async move { c.list_recommendations().await })
+    }
+
+    /// Accepts (applies) a recommendation of the current plan.
+    fn accept_recommendation(&self, py: Python<'_>, id: String) -> PyResult<String> {
+        self.call(py, |c| async move { c.accept_recommendation(&id).await })
     }
 
     /// Opens the live event stream, filtered by `device`, `group` and `kinds`.

@@ -7,9 +7,11 @@ use std::time::Duration;
 
 use pyo3::prelude::*;
 use serde_json::json;
+use wrale_client::models::EnrollRequest;
 use wrale_core::model::DeviceInfo;
 use wrale_core::policy::PolicyLayer;
 use wrale_sync::AgentMode;
+use wrale_sync::credential::{CREDENTIAL_FILE, load_or_enroll};
 use wrale_sync::embedded::{DeviceConfig, EmbeddedDevice, FleetLink};
 
 use crate::board::Board;
@@ -106,6 +108,29 @@ impl Device {
         })
     }
 
+    /// Enrolls once (`wrale_sync::credential::load_or_enroll`): the credential
+    /// stored in `data_dir`, or a new one from fleetd at `fleet_url` for the
+    /// enroll request (JSON of `EnrollRequest`), written there with mode 0600.
+    #[staticmethod]
+    fn load_or_enroll(
+        py: Python<'_>,
+        data_dir: PathBuf,
+        fleet_url: &str,
+        request_json: &str,
+    ) -> PyResult<String> {
+        let request: EnrollRequest = from_json("enroll request", request_json)?;
+        let client = wrale_client::Client::new(fleet_url, None).map_err(py_err)?;
+        let path = data_dir.join(CREDENTIAL_FILE);
+        block_on(py, async move {
+            load_or_enroll(&path, || async {
+                let enrolled = client.enroll(&request).await?;
+                Ok(enrolled.credential)
+            })
+            .await
+            .map_err(py_err)
+        })
+    }
+
     /// The device id.
     #[getter]
     fn id(&self) -> String {
@@ -191,5 +216,6 @@ impl Device {
 }
 
 pub(crate) fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add("CREDENTIAL_FILE", CREDENTIAL_FILE)?;
     m.add_class::<Device>()
 }

@@ -6,11 +6,11 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use pyo3::prelude::*;
 use serde_json::json;
 use wrale_core::board::BoardProfile;
-use wrale_core::model::{Actor, Command, CommandRequest, DeviceId};
+use wrale_core::model::{Actor, Command, CommandRequest};
 use wrale_core::policy::{PolicyStore, SafetyState};
 
 use crate::board::{Sample, parse_model};
-use crate::errors::{Failure, py_err};
+use crate::errors::py_err;
 use crate::{from_json, to_json, ts};
 
 #[derive(Debug)]
@@ -32,29 +32,10 @@ impl SafetyEngine {
     }
 }
 
-/// `user:ada` / `ada`, `device:pi-1`, `local:bob`, `fleet`.
-fn actor(text: &str) -> PyResult<Actor> {
-    Ok(match text.split_once(':') {
-        None if text == "fleet" => Actor::Fleet,
-        None => Actor::User(text.to_owned()),
-        Some(("user", u)) => Actor::User(u.to_owned()),
-        Some(("local", u)) => Actor::LocalOperator(u.to_owned()),
-        Some(("device", d)) => {
-            Actor::Device(DeviceId::new(d).map_err(|e| py_err(wrale_core::Error::from(e)))?)
-        }
-        Some((kind, _)) => {
-            return Err(Failure::invalid_input(
-                "invalid_argument",
-                format!("actor kind {kind:?}: expected user, device, local or fleet"),
-            )
-            .into());
-        }
-    })
-}
-
 fn request(command_json: &str, actor_text: &str, reason: &str) -> PyResult<CommandRequest> {
     let command: Command = from_json("command", command_json)?;
-    Ok(CommandRequest::new(actor(actor_text)?, reason, command))
+    let actor: Actor = actor_text.parse().map_err(py_err)?;
+    Ok(CommandRequest::new(actor, reason, command))
 }
 
 #[pymethods]

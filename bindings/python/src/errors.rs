@@ -96,7 +96,15 @@ macro_rules! via_report {
         }
     )*};
 }
+impl From<wrale_core::ErrorReport> for Failure {
+    fn from(e: wrale_core::ErrorReport) -> Self {
+        Self(e)
+    }
+}
+
 via_report!(
+    wrale_core::model::InvalidActor,
+    wrale_sync::InvalidAuthor,
     wrale_core::Error,
     wrale_core::Refused,
     wrale_hal::HalError,

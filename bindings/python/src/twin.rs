@@ -5,33 +5,14 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use pyo3::prelude::*;
 use serde_json::{Value, json};
 use wrale_core::model::DeviceInfo;
-use wrale_sync::{Author, AuthorKind, ChangeHash, DesiredConfig, FieldPath, FieldValue, Section};
+use wrale_sync::{Author, ChangeHash, DesiredConfig, FieldPath, FieldValue, Section};
 
 use crate::errors::{Failure, py_err};
 use crate::{from_json, to_json, ts};
 
-/// `user:ada`, `device:pi-1`, `local:bob`, `fleet:fleetd`.
-pub(crate) fn author(text: &str) -> PyResult<Author> {
-    let (kind, name) = text.split_once(':').ok_or_else(|| {
-        PyErr::from(Failure::invalid_input(
-            "invalid_argument",
-            format!("author {text:?}: expected kind:name (user, device, local, fleet)"),
-        ))
-    })?;
-    let kind = match kind {
-        "user" => AuthorKind::User,
-        "device" => AuthorKind::Device,
-        "local" => AuthorKind::LocalOperator,
-        "fleet" => AuthorKind::Fleet,
-        other => {
-            return Err(Failure::invalid_input(
-                "invalid_argument",
-                format!("author kind {other:?}: expected user, device, local or fleet"),
-            )
-            .into());
-        }
-    };
-    Ok(Author::new(kind, name))
+/// `user:ada`, `device:pi-1`, `local:bob`, `fleet:fleetd` (`Author`'s `FromStr`).
+fn author(text: &str) -> PyResult<Author> {
+    text.parse().map_err(py_err)
 }
 
 fn author_json(a: &Author) -> Value {

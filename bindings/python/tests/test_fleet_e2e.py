@@ -5,6 +5,7 @@ twin, ships telemetry, applies fleet config and answers commands."""
 from __future__ import annotations
 
 import asyncio
+import stat
 import threading
 import time
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 
 import wrale
 from conftest import FleetServer
+from wrale.device import CREDENTIAL_FILE
 
 T = TypeVar("T")
 
@@ -93,7 +95,6 @@ def test_python_device_joins_the_fleet(fleetd: FleetServer, tmp_path: Path) -> N
         devices = eventually(lambda: [d for d in fleet.devices(labels={"lang": "python"}) if d["id"] == "py-sim-1"])
         assert devices[0]["group"] == "py-devices"
         assert [d["id"] for d in fleet.devices(group="py-devices")] == ["py-sim-1"]
-        # The credential is kept: a second enroll of the same data dir reuses it.
         assert (tmp_path / "fleet-credential").read_text().startswith("wrd_")
         # Connected, and the twin's reported readings reach fleetd.
         eventually(lambda: dev.agent_status["connected"], what="agent connected")
@@ -109,10 +110,24 @@ def test_python_device_joins_the_fleet(fleetd: FleetServer, tmp_path: Path) -> N
                                                     to_ms=board.now_ms() + 1_000, resolution="raw")["points"],
                             what="telemetry points")
         assert points
+        # The group's aggregate over the same range: this device's points.
+        group = eventually(lambda: fleet.group_telemetry("py-devices", "cpu_temp_c", from_ms=start_ms,
+                                                         to_ms=board.now_ms() + 60_000, resolution="1m",
+                                                         agg="max")["points"] and
+                           fleet.group_telemetry("py-devices", "cpu_temp_c", from_ms=start_ms,
+                                                 to_ms=board.now_ms() + 60_000, resolution="1m", agg="max"),
+                           what="group telemetry")
+        assert group["devices"] == ["py-sim-1"] and group["agg"] == "max"
+        assert all(p["devices"] == 1 for p in group["points"])
+        with pytest.raises(wrale.InvalidInput):
+            fleet.group_telemetry("py-devices", "cpu_temp_c", resolution="raw")
         # Fleet config reaches the device and changes its policy.
         fleet.set_config({"warn_c": 62.0}, "device", "py-sim-1")
         eventually(lambda: dev.thresholds["warn_c"] == 62.0, what="warn_c applied on the device")
         assert dev.desired["warn"] == 62.0
+        history = fleet.twin_history("py-sim-1")
+        assert any(h["author"] == "user:admin" and "warn_c" in h["summary"] for h in history), history[:5]
+        assert fleet.twin_conflicts("py-sim-1") == []
         # A rollout of a desired change reaches the device (canary wave at once).
         rollout = fleet.create_rollout({
             "id": "py-cool",
@@ -134,8 +149,8 @@ def test_python_device_joins_the_fleet(fleetd: FleetServer, tmp_path: Path) -> N
         with pytest.raises(wrale.PolicyViolation) as refused:
             fleet.send_command("py-sim-1", {"type": "reboot"}, "test")
         assert refused.value.code == "policy_violation"
-        assert "set_fan_duty" in refused.value.message
         assert refused.value.details is not None and refused.value.details["status"] == 422
+        assert refused.value.details.get("rule") == "unsupported", refused.value.details
         # The event stream saw the device.
         eventually(lambda: any(e.get("device") == "py-sim-1" for e in seen), what="events of py-sim-1")
     finally:
@@ -144,6 +159,34 @@ def test_python_device_joins_the_fleet(fleetd: FleetServer, tmp_path: Path) -> N
         dev.stop()
     assert not reader.is_alive(), "close() stops a blocked iterator"
     assert events.ended
+
+
+def test_enroll_keeps_the_credential_0600_and_reuses_it(fleetd: FleetServer, tmp_path: Path) -> None:
+    fleet = wrale.Fleet(fleetd.url, fleetd.token)
+    token = fleet.create_enrollment_token(uses=1, expires_in="1h")["token"]
+    board = wrale.Board.sim(seed=9)
+    path = tmp_path / CREDENTIAL_FILE
+    # A refused enrollment stores nothing.
+    with pytest.raises(wrale.WraleError):
+        wrale.Device.enroll(board, tmp_path, fleet_url=fleetd.url, enrollment_token="wre_bogus", device_id="py-enr")
+    assert not path.exists()
+    with wrale.Device.enroll(board, tmp_path, fleet_url=fleetd.url, enrollment_token=token,
+                             device_id="py-enr", interval=0.05) as dev:
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+        credential = path.read_text().strip()
+        assert credential.startswith("wrd_")
+        eventually(lambda: dev.agent_status["connected"], what="first run connected")
+    # The token is used up now: a second enroll of the same data dir starts only
+    # because it reuses the stored credential (no new enrollment).
+    with pytest.raises(wrale.WraleError):
+        fleet.enroll(token, "py-enr-2", "pi4b")
+    with wrale.Device.enroll(board, tmp_path, fleet_url=fleetd.url, enrollment_token=token,
+                             device_id="py-enr", interval=0.05) as dev:
+        eventually(lambda: dev.agent_status["connected"], what="second run connected")
+    assert path.read_text().strip() == credential
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert [p.name for p in tmp_path.iterdir() if "credential" in p.name] == [CREDENTIAL_FILE]
+    assert [d["id"] for d in fleet.devices() if d["id"].startswith("py-enr")] == ["py-enr"]
 
 
 def test_asyncio_client_and_event_stream(fleetd: FleetServer) -> None:

@@ -68,8 +68,14 @@ def test_command_checks_and_refusals() -> None:
     with pytest.raises(wrale.InvalidInput) as bad:
         engine.check({"type": "warp_drive"})
     assert bad.value.code == "invalid_argument"
-    with pytest.raises(wrale.InvalidInput):
-        engine.check(cmd, actor="robot:r2")
+    # Actors in their text forms (wrale_core's Actor parser); bad ones name the problem.
+    for actor in ("ada", "user:ada", "local:bob", "device:pi-1", "fleet"):
+        assert engine.check({"type": "set_gpio", "pin": 27, "level": "high"}, actor=actor).allowed
+    for actor, why in (("robot:r2", "robot"), ("user:", "empty"), ("device:Not Valid", "Not Valid")):
+        with pytest.raises(wrale.InvalidInput) as bad_actor:
+            engine.check(cmd, actor=actor)
+        assert bad_actor.value.code == "invalid_actor"
+        assert why in bad_actor.value.message
 
 
 def test_loosening_or_broken_policies_are_refused_and_the_old_one_stays() -> None:

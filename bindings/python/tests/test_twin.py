@@ -67,6 +67,44 @@ def test_merge_of_concurrent_edits() -> None:
     assert e.value.code == "wrong_device"
 
 
+def test_resolve_a_manual_conflict() -> None:
+    # Two copies of one twin; an operator and the local operator write the
+    # device's policy overrides (a field with the manual policy) concurrently.
+    fleet = wrale.Twin.create("pi-6", now_ms=0)
+    device = wrale.Twin.load(fleet.save(), "device:pi-6")
+    fleet.edit_desired({"policy_overrides": "[thermal]\nwarn_c = 60.0\n"}, author="user:ada", now_ms=10)
+    device.edit_desired({"policy_overrides": "[thermal]\nwarn_c = 58.0\n"}, author="local:bob", now_ms=11)
+    fleet.merge(device)
+    device.merge(fleet)
+    conflicts = fleet.conflicts()
+    assert [(c["field"], c["policy"]) for c in conflicts] == [("desired.policy_overrides", "manual")]
+    authors = {(v["author"]["kind"], v["author"]["name"]) for v in conflicts[0]["values"]}
+    assert authors == {("user", "ada"), ("local_operator", "bob")}
+    assert device.conflicts() == conflicts, "both copies see the same conflict"
+
+    # Resolved on one copy: the chosen value wins everywhere once merged.
+    chosen = "[thermal]\nwarn_c = 59.0\n"
+    change = fleet.resolve("desired.policy_overrides", chosen, author="user:carol", now_ms=20)
+    assert change in fleet.heads
+    assert fleet.conflicts() == []
+    assert fleet.desired["policy_overrides"] == chosen
+    device.merge(fleet)
+    assert device.conflicts() == [] and device.desired["policy_overrides"] == chosen
+    assert device.heads == fleet.heads
+    # The history shows the resolution: its hash, author, time and what it wrote.
+    last = [h for h in device.history() if h["hash"] == change]
+    assert len(last) == 1
+    assert last[0]["author"] == {"kind": "user", "name": "carol"}
+    assert last[0]["at_ms"] == 20
+    assert "policy_overrides" in last[0]["summary"]
+    # Bad input names the problem.
+    with pytest.raises(wrale.InvalidInput) as bad_author:
+        fleet.resolve("desired.policy_overrides", chosen, author="carol", now_ms=21)
+    assert bad_author.value.code == "invalid_author"
+    with pytest.raises(wrale.InvalidInput):
+        fleet.resolve("policy_overrides", chosen, author="user:carol", now_ms=21)
+
+
 def test_sync_sessions_converge() -> None:
     device = wrale.Twin.create("pi-5", now_ms=0)
     fleet = wrale.Twin.load(device.save(), "fleet:fleetd")

@@ -10,9 +10,9 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Tuple, Union
 
 from . import _native
 from .board import Board
-from .fleet import Fleet
 
-CREDENTIAL_FILE = "fleet-credential"
+CREDENTIAL_FILE: str = _native.CREDENTIAL_FILE
+"""The credential file's name inside a device's data directory."""
 
 
 class Device:
@@ -74,16 +74,17 @@ class Device:
         location: Optional[Mapping[str, str]] = None,
         **options: Any,
     ) -> "Device":
-        """Enrolls with fleetd (once: the credential is kept in ``data_dir``,
-        mode 0600) and starts the device synced to it."""
-        path = os.path.join(os.fspath(data_dir), CREDENTIAL_FILE)
-        credential = _read_credential(path)
-        if credential is None:
-            enrolled = Fleet(fleet_url).enroll(
-                enrollment_token, device_id, board.model, labels=labels, location=location
-            )
-            credential = str(enrolled["credential"])
-            _write_credential(path, credential)
+        """Enrolls with fleetd (once: the credential is kept in ``data_dir`` as
+        :data:`CREDENTIAL_FILE`, mode 0600, and a later call reuses it without
+        the enrollment token) and starts the device synced to it."""
+        request = {
+            "token": enrollment_token,
+            "device_id": device_id,
+            "model": board.model,
+            "labels": dict(labels or {}),
+            "location": dict(location or {}),
+        }
+        credential = _native.Device.load_or_enroll(os.fspath(data_dir), fleet_url, json.dumps(request))
         return cls.start(
             board,
             data_dir,
@@ -153,20 +154,3 @@ class Device:
     def __repr__(self) -> str:
         return repr(self._raw)
 
-
-def _read_credential(path: str) -> Optional[str]:
-    try:
-        with open(path, encoding="utf-8") as f:
-            text = f.read().strip()
-    except FileNotFoundError:
-        return None
-    return text or None
-
-
-def _write_credential(path: str, credential: str) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = path + ".tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(credential + "\n")
-    os.replace(tmp, path)
