@@ -26,6 +26,31 @@ def test_sim_sample_is_deterministic_per_seed() -> None:
     assert wrale.Sample.from_json(sa.to_json()).to_json() == sa.to_json()
 
 
+def test_profile_room_temperature_security_inputs_and_sample_time() -> None:
+    board = wrale.Board.sim("pi5", noise=False, seed=3)
+    assert board.model == "pi5" and board.profile["model"] == "pi5"
+    assert board.profile["thermal"]
+    assert board.sample().at_ms == board.now_ms()
+    board.step(900)
+    cool = board.sample().cpu_temp_c
+    board.set_ambient(40.0)
+    board.step(900)
+    warm = board.sample().cpu_temp_c
+    assert cool is not None and warm is not None and warm > cool + 5
+    # An opened case reads as active and the engine raises its alert.
+    engine = wrale.SafetyEngine(board.model)
+    board.set_security("case_switch", True)
+    case = [s for s in board.sample().to_dict()["security"] if s["kind"] == "case_switch"]
+    assert case[0]["active"]["value"] is True
+    assert "case_open" in [a.code for a in engine.evaluate(board.sample()).alerts if a.change == "raised"]
+    board.set_security("case_switch", False)
+    case = [s for s in board.sample().to_dict()["security"] if s["kind"] == "case_switch"]
+    assert case[0]["active"]["value"] is False
+    with pytest.raises(wrale.InvalidInput) as e:
+        board.set_security("laser_grid", True)
+    assert "laser_grid" in e.value.message
+
+
 def test_virtual_time_and_load_heat_the_board() -> None:
     board = wrale.Board.sim(noise=False, cooling="heatsink")
     t0, cold = board.now_ms(), board.sample().cpu_temp_c

@@ -13,6 +13,7 @@ import wrale
 def test_degraded_device_samples_and_drives_the_fan(tmp_path: Path) -> None:
     board = wrale.Board.sim(load_pct=100.0, ambient_c=35.0, seed=2)
     with wrale.Device.start(board, tmp_path, device_id="py-local", interval=0.005) as dev:
+        assert dev.id == "py-local" and dev.running
         assert dev.wait_until(lambda d: d.status["samples"] >= 50, timeout=20)
         status = dev.status
         assert status["actions_applied"] > 0

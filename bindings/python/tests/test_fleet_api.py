@@ -309,6 +309,36 @@ def test_async_fleet_mirrors_fleet(fleetd: FleetServer) -> None:
         async_params = list(inspect.signature(getattr(wrale.AsyncFleet, name)).parameters.values())
         assert [(p.name, p.kind, p.default) for p in sync_params] == [(p.name, p.kind, p.default) for p in async_params], name
 
+    # Each awaitable hands its arguments to the blocking call of the same name
+    # (run here on a recorder in place of the blocking client).
+    class Recorder:
+        def __init__(self) -> None:
+            self.calls: list[tuple[str, tuple[object, ...], dict[str, object]]] = []
+
+        def __getattr__(self, name: str) -> object:
+            def call(*args: object, **kwargs: object) -> object:
+                self.calls.append((name, args, kwargs))
+                return name
+            return call
+
+    async def delegation() -> None:
+        recorder = Recorder()
+        fleet = wrale.AsyncFleet(fleetd.url)
+        fleet.sync = recorder  # type: ignore[assignment]
+        for name in sorted(public):
+            params = list(inspect.signature(getattr(wrale.Fleet, name)).parameters.values())[1:]
+            args = tuple(f"arg-{p.name}" for p in params if p.kind == p.POSITIONAL_OR_KEYWORD)
+            kwargs = {p.name: f"kw-{p.name}" for p in params if p.kind == p.KEYWORD_ONLY}
+            result = await getattr(fleet, name)(*args, **kwargs)
+            called, got_args, got_kwargs = recorder.calls[-1]
+            assert (called, got_args, got_kwargs) == (name, args, kwargs), name
+            if name == "events":
+                assert isinstance(result, wrale.AsyncEventStream)
+            elif inspect.signature(getattr(wrale.Fleet, name)).return_annotation not in ("None", None):
+                assert result == name, name
+
+    asyncio.run(delegation())
+
     async def main() -> None:
         fleet = wrale.AsyncFleet(fleetd.url, fleetd.token)
         user = await fleet.create_user("py-async-user", "async password 1", role="viewer")

@@ -189,6 +189,31 @@ def test_enroll_keeps_the_credential_0600_and_reuses_it(fleetd: FleetServer, tmp
     assert [d["id"] for d in fleet.devices() if d["id"].startswith("py-enr")] == ["py-enr"]
 
 
+def test_event_stream_next_times_out_and_closes(fleetd: FleetServer) -> None:
+    fleet = wrale.Fleet(fleetd.url, fleetd.token)
+    with fleet.events(kinds=["audit"]) as events:
+        started = time.monotonic()
+        assert events.next(timeout=0.2) is None, "nothing happened yet"
+        assert time.monotonic() - started < 5
+        assert not events.ended
+        fleet.create_group("py-next")
+        event = eventually(lambda: events.next(timeout=1.0), what="the audit event of the group")
+        assert event is not None
+        assert event["kind"] == "audit" and event["data"]["action"] == "group.create", event
+    assert events.ended and events.next(timeout=0.1) is None
+
+
+def test_token_switch(fleetd: FleetServer) -> None:
+    fleet = wrale.Fleet(fleetd.url)
+    with pytest.raises(wrale.AuthError):
+        fleet.whoami()
+    fleet.token = fleetd.token
+    assert fleet.token == fleetd.token and fleet.whoami()["role"] == "admin"
+    fleet.token = None
+    with pytest.raises(wrale.AuthError):
+        fleet.whoami()
+
+
 def test_asyncio_client_and_event_stream(fleetd: FleetServer) -> None:
     async def main() -> None:
         fleet = wrale.AsyncFleet(fleetd.url, fleetd.token)

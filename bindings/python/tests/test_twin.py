@@ -11,6 +11,7 @@ import wrale
 def test_create_edit_report_save_load() -> None:
     twin = wrale.Twin.create("pi-1", "pi4b", labels={"role": "cam"}, now_ms=1_000)
     assert twin.device == "pi-1"
+    assert twin.epoch == 0
     assert twin.meta["labels"] == {"role": "cam"}
     assert twin.edit_desired({"warn": 70.0, "fan_profile": "cool"}, author="user:ada", now_ms=2_000)
     assert not twin.edit_desired({"warn": 70.0}, author="user:ada", now_ms=2_500)

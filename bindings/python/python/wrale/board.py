@@ -116,7 +116,8 @@ class Board:
         self._raw.clear_faults()
 
     def set_security(self, kind: str, active: bool) -> None:
-        """Sets a sim board's security input (``case_open``, ``tamper``, ``motion``)."""
+        """Sets a sim board's security input (``case_switch``, ``tamper``,
+        ``motion``, ``voltage_monitor``)."""
         self._raw.set_security(kind, active)
 
     @property

@@ -28,7 +28,12 @@ class Fleet:
 
     @property
     def token(self) -> Optional[str]:
+        """The bearer token in use (a session token after :meth:`login`)."""
         return self._raw.token
+
+    @token.setter
+    def token(self, token: Optional[str]) -> None:
+        self._raw.token = token
 
     def ready(self) -> None:
         """Returns once fleetd answers ``/health/ready``."""

@@ -49,6 +49,11 @@ class Twin:
         return self._raw.device
 
     @property
+    def epoch(self) -> int:
+        """The compaction epoch (0 until the history is compacted)."""
+        return self._raw.epoch
+
+    @property
     def heads(self) -> list[str]:
         """The current version (change hashes)."""
         return self._raw.heads()
