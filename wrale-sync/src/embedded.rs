@@ -9,7 +9,9 @@
 //!   board, evaluates it with the policy in force ([`PolicySet::evaluate`]),
 //!   applies the fan actions through the HAL (the other actions are recorded in
 //!   [`DeviceStatus`] for the host), writes the readings and the boot identity
-//!   (`boot_id`, `booted_at` from [`Board::boot`]) to the twin's `reported` section, pushes a telemetry point into the ring, applies every desired config
+//!   (`boot_id`, `booted_at` from [`Board::boot`]) and whether the engine throttles
+//!   (`engine_throttled`, counted in `engine_throttle_count`) to the twin's
+//!   `reported` section, pushes a telemetry point into the ring, applies every desired config
 //!   the agent accepts (a policy assembled by [`PolicyValidator::assemble`]) and
 //!   executes fleet commands the engine admits (fan duty, GPIO level, PWM, fan
 //!   profile, power source and charging where the board has them, diagnostics;
@@ -480,6 +482,9 @@ impl Sampler {
         if let Some(b) = boot {
             report = report.boot(b.boot_id, b.booted_at);
         }
+        // The engine's own throttling (not the firmware's) goes to `reported`
+        // too: the fleet's rollout gates count it.
+        report.engine_throttled = Some(flags.0.unwrap_or_else(|| self.status.borrow().throttled));
         if let Err(e) = self.agent.edit(|t| t.report(&report, now)) {
             last_error = Some(format!("twin: {e}"));
         }
@@ -797,6 +802,38 @@ mod tests {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
         assert_eq!(seen, (Some(second.boot_id), Some(second.booted_at)));
+        dev.stop().await.unwrap();
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn engine_throttling_is_reported_and_counted() {
+        // A stalled fan in a hot room at full load: the engine throttles.
+        let sim = SimBoard::new(&SimConfig {
+            load_pct: Percent::FULL,
+            ambient_c: Some(Celsius(45.0)),
+            faults: vec![wrale_hal::SimFault::FanStall],
+            ..SimConfig::default()
+        })
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let dev =
+            EmbeddedDevice::start(sim.board(), dir.path(), info("pi-thr"), None, fast()).unwrap();
+        let reported = |dev: &EmbeddedDevice| {
+            dev.agent().with_twin(|t| {
+                let r = t.reported().unwrap();
+                (r.engine_throttled, r.engine_throttle_count)
+            })
+        };
+        let mut seen = (None, None);
+        for _ in 0..500 {
+            seen = reported(&dev);
+            if seen.0 == Some(true) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(dev.status().throttled, "{:?}", dev.status());
+        assert_eq!(seen, (Some(true), Some(1)));
         dev.stop().await.unwrap();
     }
 

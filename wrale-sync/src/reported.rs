@@ -73,6 +73,14 @@ pub struct Reported {
     /// When the running boot happened (`booted_at`).
     #[serde(default)]
     pub booted_at: Option<Timestamp>,
+    /// Whether the device's safety engine throttles its workloads / CPU now
+    /// (`engine_throttled`; not the firmware's flags, see `throttle`).
+    #[serde(default)]
+    pub engine_throttled: Option<bool>,
+    /// How many times the safety engine started throttling, counted in the twin
+    /// (`engine_throttle_count`; survives restarts of the agent).
+    #[serde(default)]
+    pub engine_throttle_count: Option<u64>,
 }
 
 impl Reported {
@@ -99,6 +107,10 @@ impl Reported {
                 }
                 ("agent_version", FieldValue::Str(s)) => r.agent_version = Some(s.clone()),
                 (F_BOOT_ID, FieldValue::Str(s)) => r.boot_id = Some(s.clone()),
+                (F_ENGINE_THROTTLED, FieldValue::Bool(b)) => r.engine_throttled = Some(*b),
+                (F_ENGINE_THROTTLES, FieldValue::Int(n)) => {
+                    r.engine_throttle_count = u64::try_from(*n).ok()
+                }
                 (F_BOOTED_AT, FieldValue::Str(s)) => r.booted_at = Timestamp::parse_rfc3339(s).ok(),
                 ("config.version", FieldValue::Int(i)) => version = u64::try_from(*i).ok(),
                 ("config.accepted", FieldValue::Bool(b)) => accepted = Some(*b),
@@ -135,6 +147,8 @@ pub(crate) const P_ACK: &str = "ack.";
 pub(crate) const P_READING: &str = "reading.";
 const F_BOOT_ID: &str = "boot_id";
 const F_BOOTED_AT: &str = "booted_at";
+const F_ENGINE_THROTTLED: &str = "engine_throttled";
+const F_ENGINE_THROTTLES: &str = "engine_throttle_count";
 const R_CPU_TEMP: &str = "cpu_temp_c";
 const R_SUPPLY: &str = "supply_v";
 
@@ -159,6 +173,9 @@ pub struct ReportedUpdate {
     pub boot_id: Option<String>,
     /// When the running boot happened.
     pub booted_at: Option<Timestamp>,
+    /// Whether the safety engine throttles workloads / the CPU now. A change from
+    /// not throttling to throttling also adds one to `engine_throttle_count`.
+    pub engine_throttled: Option<bool>,
 }
 
 impl ReportedUpdate {
@@ -214,6 +231,23 @@ impl ReportedUpdate {
         }
         if let Some(t) = self.booted_at {
             w.push((F_BOOTED_AT.into(), Some(t.to_string().into())));
+        }
+        if let Some(on) = self.engine_throttled {
+            let was = matches!(
+                current.get(F_ENGINE_THROTTLED),
+                Some(FieldValue::Bool(true))
+            );
+            if on && !was {
+                let n = match current.get(F_ENGINE_THROTTLES) {
+                    Some(FieldValue::Int(n)) if *n >= 0 => *n,
+                    _ => 0,
+                };
+                w.push((
+                    F_ENGINE_THROTTLES.into(),
+                    Some(FieldValue::Int(n.saturating_add(1))),
+                ));
+            }
+            w.push((F_ENGINE_THROTTLED.into(), Some(on.into())));
         }
         if let Some(c) = &self.config {
             w.push((
@@ -328,5 +362,46 @@ mod tests {
                 .unwrap()
         );
         assert_eq!(twin.reported().unwrap().boot_id.as_deref(), Some("boot-b"));
+    }
+
+    #[test]
+    fn engine_throttling_is_counted_in_the_twin() {
+        let id = DeviceId::new("pi-1").unwrap();
+        let info = DeviceInfo {
+            id: id.clone(),
+            model: BoardModel::Pi4B,
+            serial: None,
+            firmware_version: None,
+            agent_version: None,
+            labels: BTreeMap::new(),
+            location: Default::default(),
+            group: None,
+        };
+        let t = |s: i64| Timestamp::from_secs(1_800_000_000 + s);
+        let mut twin = Twin::new(&info, Author::device(&id), t(0)).unwrap();
+        let set = |on| ReportedUpdate {
+            engine_throttled: Some(on),
+            ..Default::default()
+        };
+        let state = |twin: &Twin| {
+            let r = twin.reported().unwrap();
+            (r.engine_throttled, r.engine_throttle_count)
+        };
+        assert!(twin.report(&set(false), t(1)).unwrap());
+        assert_eq!(state(&twin), (Some(false), None));
+        assert!(twin.report(&set(true), t(2)).unwrap());
+        assert_eq!(state(&twin), (Some(true), Some(1)));
+        // Still throttling: nothing new, nothing written.
+        assert!(!twin.report(&set(true), t(3)).unwrap());
+        assert!(twin.report(&set(false), t(4)).unwrap());
+        assert!(!twin.report(&set(false), t(5)).unwrap());
+        assert!(twin.report(&set(true), t(6)).unwrap());
+        assert_eq!(state(&twin), (Some(true), Some(2)));
+        // A reloaded twin (an agent restart) goes on counting from there.
+        let bytes = twin.save();
+        let mut again = Twin::load(&bytes, Author::device(&id)).unwrap();
+        assert!(again.report(&set(false), t(7)).unwrap());
+        assert!(again.report(&set(true), t(8)).unwrap());
+        assert_eq!(state(&again), (Some(true), Some(3)));
     }
 }

@@ -367,13 +367,16 @@ impl Persist {
     }
 
     /// One sampling tick: appends the sample's point to the ring and reports the
-    /// sample, the active alerts and the boot identity (`boot_id`, `booted_at`,
-    /// written when they change) into the twin (deadband), persisting what changed.
+    /// sample, the active alerts, the boot identity (`boot_id`, `booted_at`) and
+    /// whether the safety engine throttles (`engine_throttled`; each start counted
+    /// in `engine_throttle_count`) into the twin (readings with their deadband,
+    /// the rest when it changes), persisting what changed.
     pub fn on_sample(
         &self,
         sample: &Sample,
         alerts: impl IntoIterator<Item = (String, String)>,
         boot: Option<wrale_hal::BootInfo>,
+        engine_throttled: bool,
     ) {
         let point = Point::from_sample(sample);
         let bytes = wrale_sync::telemetry::encode_batch(self.inner.device.as_str(), &[point]);
@@ -385,6 +388,7 @@ impl Persist {
         if let Some(b) = boot {
             update = update.boot(b.boot_id, b.booted_at);
         }
+        update.engine_throttled = Some(engine_throttled);
         self.edit_twin(|twin| match twin.report(&update, sample.at) {
             Ok(changed) => ((), changed),
             Err(e) => {

@@ -693,7 +693,10 @@ impl Loop {
             // The boot identity (two small procfs reads; on `sim` it changes when
             // the simulated board reboots) lets the fleet see reboots.
             let boot = self.board.boot().ok();
-            p.on_sample(&latest.sample, alerts, boot);
+            // The engine's own throttling (workloads / CPU limit), for the
+            // fleet's rollout gates: `engine_throttled`, `engine_throttle_count`.
+            let engine_throttled = self.workloads.throttled();
+            p.on_sample(&latest.sample, alerts, boot, engine_throttled);
         }
     }
 

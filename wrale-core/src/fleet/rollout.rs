@@ -182,6 +182,10 @@ pub struct Observation {
     /// Under-voltage episodes so far.
     #[serde(default)]
     pub under_voltage_events: u32,
+    /// Times the device's own safety engine started throttling (workloads or the
+    /// CPU) so far.
+    #[serde(default)]
+    pub engine_throttle_events: u32,
     /// Boots so far.
     #[serde(default)]
     pub boots: u32,
@@ -201,6 +205,7 @@ impl Observation {
             applied: Applied::Pending,
             throttle_events: 0,
             under_voltage_events: 0,
+            engine_throttle_events: 0,
             boots: 0,
             fan_failed: false,
             health_score: None,
@@ -215,6 +220,9 @@ pub struct Counters {
     pub throttle_events: u32,
     /// Under-voltage episodes.
     pub under_voltage_events: u32,
+    /// Safety-engine throttling episodes.
+    #[serde(default)]
+    pub engine_throttle_events: u32,
     /// Boots.
     pub boots: u32,
 }
@@ -224,6 +232,7 @@ impl From<&Observation> for Counters {
         Self {
             throttle_events: o.throttle_events,
             under_voltage_events: o.under_voltage_events,
+            engine_throttle_events: o.engine_throttle_events,
             boots: o.boots,
         }
     }
@@ -237,7 +246,7 @@ pub enum Gate {
     ApplyFailed,
     /// No successful application reported within the timeout.
     NotApplied,
-    /// New firmware thermal throttling.
+    /// New thermal throttling: by the firmware, or by the device's safety engine.
     Throttled,
     /// New under-voltage.
     UnderVoltage,
@@ -684,6 +693,15 @@ impl RolloutState {
                         ),
                     );
                 }
+                if o.engine_throttle_events > base.engine_throttle_events {
+                    fail(
+                        Gate::Throttled,
+                        format!(
+                            "the safety engine started throttling {} time(s)",
+                            o.engine_throttle_events - base.engine_throttle_events
+                        ),
+                    );
+                }
                 if o.under_voltage_events > base.under_voltage_events {
                     fail(
                         Gate::UnderVoltage,
@@ -931,5 +949,53 @@ mod tests {
             .collect();
         assert_eq!(racks.len(), 3, "one canary per rack");
         assert_eq!(st.progress().devices, 12);
+    }
+
+    #[test]
+    fn the_engines_throttling_fails_the_throttled_gate_from_wave_start_on() {
+        let t = targets(2, 1);
+        let mut spec = RolloutSpec::new(
+            "x",
+            "c",
+            t.clone(),
+            Canary::Devices {
+                devices: vec![t[0].device.clone()],
+            },
+            WavePlan::BySize { size: 1 },
+            Duration::from_secs(60),
+        );
+        spec.auto_rollback = true;
+        let mut st = RolloutState::plan(spec, &BTreeMap::new(), Timestamp::EPOCH).unwrap();
+        let obs = |engine: [u32; 2]| -> Vec<Observation> {
+            t.iter()
+                .zip(engine)
+                .map(|(d, n)| Observation {
+                    applied: Applied::Applied,
+                    engine_throttle_events: n,
+                    ..Observation::new(d.device.clone())
+                })
+                .collect()
+        };
+        // The second device throttled before its wave: not the rollout's doing.
+        st.step(&obs([0, 3]), Timestamp::from_secs(0));
+        st.step(&obs([0, 3]), Timestamp::from_secs(61));
+        assert_eq!(st.current, 1);
+        st.step(&obs([0, 3]), Timestamp::from_secs(62));
+        assert_eq!(st.status, RolloutStatus::Running);
+        // Then its engine starts throttling during the wave.
+        let actions = st.step(&obs([0, 4]), Timestamp::from_secs(70));
+        assert_eq!(st.status, RolloutStatus::RolledBack);
+        assert_eq!(st.failures.len(), 1, "{:?}", st.failures);
+        assert_eq!(st.failures[0].gate, Gate::Throttled);
+        assert_eq!(st.failures[0].device, t[1].device);
+        assert!(
+            st.failures[0].detail.contains("safety engine"),
+            "{:?}",
+            st.failures
+        );
+        assert!(matches!(
+            actions.last(),
+            Some(RolloutAction::RollBack { .. })
+        ));
     }
 }

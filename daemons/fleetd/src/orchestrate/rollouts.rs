@@ -7,7 +7,9 @@
 //!   device's `reported.config` verdict (version, accepted) tells whether it
 //!   applied it;
 //! - gates: throttling and under-voltage episodes are rising edges of the
-//!   firmware flags in the telemetry since the rollout was created; fan failure
+//!   firmware flags in the telemetry since the rollout was created, and the
+//!   device's `reported.engine_throttle_count` (times its safety engine started
+//!   throttling) is a second throttling counter; fan failure
 //!   and the health score come from the analysis; reboots are changes of the
 //!   device's `reported.boot_id`, counted per device in the record from the
 //!   first id seen after the rollout was created (the state machine compares the
@@ -524,6 +526,11 @@ async fn observe(
             seen_changed |= r.see_boot(&d.id, boot_id);
         }
         o.boots = r.boots.get(&d.id).map_or(0, |b| b.changes);
+        // The device's own safety engine throttling, counted in its twin.
+        o.engine_throttle_events = reported
+            .as_ref()
+            .and_then(|x| x.engine_throttle_count)
+            .map_or(0, |n| u32::try_from(n).unwrap_or(u32::MAX));
         if let Some(reason) = r.refused.get(&d.id) {
             o.applied = Applied::Failed {
                 message: reason.clone(),

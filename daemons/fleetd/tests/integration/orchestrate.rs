@@ -703,6 +703,73 @@ async fn a_canary_that_reboots_during_its_wave_is_stopped_and_rolled_back() {
     }
 }
 
+/// The device reports whether its safety engine throttles (what metald and the
+/// embedded runtime write each sample; each start is counted in the twin).
+fn report_engine_throttling(d: &Device, on: bool) {
+    let t = Timestamp::from_system(std::time::SystemTime::now());
+    let u = ReportedUpdate {
+        engine_throttled: Some(on),
+        ..ReportedUpdate::default()
+    };
+    d.handle.edit(|twin| twin.report(&u, t)).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_canary_whose_engine_throttles_is_stopped_and_rolled_back() {
+    let f = Fleet::start_with(CONFIG).await;
+    let ids = ["pi-1", "pi-2"];
+    let devs = fleet_with_agents(&f, &ids).await;
+    // pi-1 throttled once before the rollout (its count is 1 at wave start).
+    report_engine_throttling(&devs[0].1, true);
+    report_engine_throttling(&devs[0].1, false);
+    eventually("fleetd to see pi-1's throttling count", 15, async || {
+        let twin = f.get("/api/v1/devices/pi-1/twin", f.admin()).await;
+        (twin["reported"]["engine_throttle_count"] == 1
+            && twin["reported"]["engine_throttled"] == false)
+            .then_some(())
+    })
+    .await;
+    f.post(
+        "/api/v1/rollouts",
+        f.admin(),
+        json!({
+            "id": "engine",
+            "change": {"fan_profile": "quiet"},
+            "devices": ids,
+            "canary": {"kind": "devices", "devices": ["pi-1"]},
+            "waves": {"kind": "by_size", "size": 1},
+            "soak": "30s",
+            "auto_rollback": true,
+        }),
+    )
+    .await;
+    eventually("pi-1 to get the change", 15, async || {
+        (agent_desired(&devs[0].1, "fan_profile") == Some(json!("quiet"))).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let v = f.get("/api/v1/rollouts/engine", f.admin()).await;
+    assert_eq!(v["status"], "running", "{v}");
+    // The quiet fans make pi-1's engine throttle its workloads: no firmware
+    // flag in the telemetry, only the engine's own count in the twin.
+    report_engine_throttling(&devs[0].1, true);
+    let done = eventually("the rollout to roll back", 20, async || {
+        let v = f.get("/api/v1/rollouts/engine", f.admin()).await;
+        (v["status"] == "rolled_back").then_some(v)
+    })
+    .await;
+    let failures = done["failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 1, "{done}");
+    assert_eq!(failures[0]["device"], "pi-1");
+    assert_eq!(failures[0]["gate"], "throttled");
+    assert_eq!(
+        failures[0]["detail"],
+        "the safety engine started throttling 1 time(s)"
+    );
+    assert_eq!(done["rolled_back"], json!(["pi-1"]));
+    assert!(desired(&f, "pi-2").await.get("fan_profile").is_none());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_that_keep_their_boot_pass_the_reboot_gate() {
     let f = Fleet::start_with(CONFIG).await;

@@ -4,13 +4,13 @@
 
 mod api;
 mod binary;
-mod boot;
 mod cgroup;
 mod commands;
 mod enroll;
 mod fleet;
 mod persist;
 mod reload;
+mod reported;
 mod safemode;
 mod safety;
 mod stream;

@@ -1,5 +1,7 @@
-//! The boot identity in the twin's `reported` section: a simulated board that
-//! reboots (a `reboot` script step) reports a new `boot_id` and its `booted_at`.
+//! What metald reports for the fleet's rollout gates in the twin's `reported`
+//! section: the boot identity (a simulated board that reboots, by a `reboot`
+//! script step, reports a new `boot_id` and its `booted_at`) and the safety
+//! engine's own throttling (`engine_throttled`, `engine_throttle_count`).
 
 use std::time::{Duration, Instant};
 
@@ -55,5 +57,29 @@ async fn a_reboot_of_the_board_changes_the_reported_boot_id() {
     // The new boot is kept: one change, not one per sample.
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(reported(&d).await["boot_id"], second["boot_id"]);
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_engines_throttling_is_reported_and_counted() {
+    // Full load in a 45 °C room with a stalled fan: the engine throttles.
+    let d = TestDaemon::start_toml(
+        "[hal]\nbackend = \"sim\"\nnoise = false\nload_pct = 100\nambient_c = 45\n\
+         faults = [{ kind = \"fan_stall\" }]\n[sampling]\ninterval = \"20ms\"\n",
+    )
+    .await;
+    d.wait_ready().await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let r = loop {
+        let r = reported(&d).await;
+        if r["engine_throttled"] == true {
+            break r;
+        }
+        assert!(Instant::now() < deadline, "never throttled: {r}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(r["engine_throttle_count"], 1, "{r}");
+    let state = d.get_json("/api/v1/state", VIEWER).await;
+    assert_eq!(state["throttled"], true, "{state}");
     d.stop().await.unwrap();
 }
