@@ -5,7 +5,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use napi::Env;
-use napi::bindgen_prelude::FunctionRef;
+use napi::bindgen_prelude::{Either, FunctionRef, JsValuesTupleIntoVec, Unknown};
 use napi::threadsafe_function::UnknownReturnValue;
 use napi_derive::napi;
 use serde_json::{Value, json};
@@ -59,6 +59,26 @@ pub struct SimOptions {
     pub faults: Option<Vec<Value>>,
     /// Sensor noise (default on).
     pub noise: Option<bool>,
+}
+
+/// A host callback, or a value that should have been one (named in the error).
+fn function<A: JsValuesTupleIntoVec, R>(
+    env: &Env,
+    what: &str,
+    id: &str,
+    f: Either<FunctionRef<A, R>, Unknown<'_>>,
+) -> napi::Result<FunctionRef<A, R>> {
+    match f {
+        Either::A(f) => Ok(f),
+        Either::B(v) => {
+            let ty = v.get_type().map(|t| t.to_string()).unwrap_or_default();
+            Err(Failure::invalid_input(
+                "invalid_argument",
+                format!("{what}.{id}: expected a function, got {ty}"),
+            ))
+            .or_throw(env)
+        }
+    }
 }
 
 /// How a board of host callbacks calls them (every field optional).
@@ -202,8 +222,8 @@ impl Board {
     pub fn from_callbacks(
         env: Env,
         model: String,
-        temperatures: HashMap<String, FunctionRef<(), f64>>,
-        fans: Option<HashMap<String, FunctionRef<f64, UnknownReturnValue>>>,
+        temperatures: HashMap<String, Either<FunctionRef<(), f64>, Unknown<'_>>>,
+        fans: Option<HashMap<String, Either<FunctionRef<f64, UnknownReturnValue>, Unknown<'_>>>>,
         options: Option<HostBoardOptions>,
     ) -> napi::Result<Board> {
         let o = options.unwrap_or_default();
@@ -213,6 +233,7 @@ impl Board {
         let mut temperatures: Vec<_> = temperatures.into_iter().collect();
         temperatures.sort_by(|a, b| a.0.cmp(&b.0));
         for (id, f) in temperatures {
+            let f = function(&env, "temperatures", &id, f)?;
             b = b.thermal(Arc::new(HostThermal {
                 id,
                 read: HostFn::new(&env, f, timeout)?,
@@ -221,6 +242,7 @@ impl Board {
         let mut fans: Vec<_> = fans.unwrap_or_default().into_iter().collect();
         fans.sort_by(|a, b| a.0.cmp(&b.0));
         for (id, f) in fans {
+            let f = function(&env, "fans", &id, f)?;
             b = b.fan(Arc::new(HostFan {
                 id,
                 set: HostFn::new(&env, f, timeout)?,

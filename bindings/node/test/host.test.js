@@ -5,7 +5,7 @@
 
 const test = require('node:test')
 const assert = require('node:assert/strict')
-const { Board, Device, Fleet, SafetyEngine, HardwareError, PolicyViolation, WraleError } = require('..')
+const { Board, Device, Fleet, SafetyEngine, HardwareError, InvalidInput, PolicyViolation, WraleError } = require('..')
 const { startFleetd, eventually, tempDir, sleep } = require('./fleetd')
 
 const temp = (sample, id) => sample.toJSON().temperatures.find((t) => t.id === id).temp_c
@@ -57,7 +57,12 @@ test('JS fans take the duty; a throwing fan is a HardwareError', () => {
   })
   assert.equal(board.fanDuty('fan1'), 0)
   assert.throws(() => Board.fromCallbacks('pi9z', { cpu: () => 40 }), { name: 'InvalidInput' })
-  assert.throws(() => Board.fromCallbacks('pi4b', { cpu: 40 }))
+  assert.throws(() => Board.fromCallbacks('pi4b', { cpu: 40 }), (e) => {
+    assert.ok(e instanceof InvalidInput)
+    assert.equal(e.message, 'temperatures.cpu: expected a function, got Number')
+    return true
+  })
+  assert.throws(() => Board.fromCallbacks('pi4b', { cpu: () => 40 }, { fan0: 'x' }), /fans\.fan0: expected a function/)
 })
 
 test('a Node device with JS sensors and fans reports to fleetd and obeys it', { timeout: 120_000 }, async () => {
