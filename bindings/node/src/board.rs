@@ -61,12 +61,15 @@ pub struct SimOptions {
     pub noise: Option<bool>,
 }
 
-/// A host callback, or a value that should have been one (named in the error).
+/// A host callback as passed: a function, or a value that should have been one.
+type Callback<'a, A, R> = Either<FunctionRef<A, R>, Unknown<'a>>;
+
+/// The function of a [`Callback`], or an error naming the value that is none.
 fn function<A: JsValuesTupleIntoVec, R>(
     env: &Env,
     what: &str,
     id: &str,
-    f: Either<FunctionRef<A, R>, Unknown<'_>>,
+    f: Callback<'_, A, R>,
 ) -> napi::Result<FunctionRef<A, R>> {
     match f {
         Either::A(f) => Ok(f),
@@ -222,8 +225,8 @@ impl Board {
     pub fn from_callbacks(
         env: Env,
         model: String,
-        temperatures: HashMap<String, Either<FunctionRef<(), f64>, Unknown<'_>>>,
-        fans: Option<HashMap<String, Either<FunctionRef<f64, UnknownReturnValue>, Unknown<'_>>>>,
+        temperatures: HashMap<String, Callback<'_, (), f64>>,
+        fans: Option<HashMap<String, Callback<'_, f64, UnknownReturnValue>>>,
         options: Option<HostBoardOptions>,
     ) -> napi::Result<Board> {
         let o = options.unwrap_or_default();
