@@ -291,9 +291,10 @@ export declare class Fleet {
   enroll(request: any): Promise<any>
   /**
    * Opens the live event stream. Read it with `for await (const e of stream)`
-   * or `await stream.next()`; `stream.close()` stops it.
+   * or `await stream.next()`; `stream.close()` stops it. The Promise itself
+   * is iterable too: `for await (const e of fleet.events(query))`.
    */
-  events(query?: EventQuery | undefined | null): Promise<EventStream>
+  events(query?: EventQuery | undefined | null): Promise<EventStream> & AsyncIterable<any>
 }
 
 /** The safety/policy engine for one board model (`wrale_core::policy`). */

@@ -451,8 +451,9 @@ impl Fleet {
     }
 
     /// Opens the live event stream. Read it with `for await (const e of stream)`
-    /// or `await stream.next()`; `stream.close()` stops it.
-    #[napi(ts_return_type = "Promise<EventStream>")]
+    /// or `await stream.next()`; `stream.close()` stops it. The Promise itself
+    /// is iterable too: `for await (const e of fleet.events(query))`.
+    #[napi(ts_return_type = "Promise<EventStream> & AsyncIterable<any>")]
     pub fn events<'env>(
         &self,
         env: &'env Env,

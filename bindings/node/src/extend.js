@@ -72,6 +72,29 @@
     }
   }
 
+  // `for await (const event of fleet.events(query))` without awaiting the
+  // stream first: the Promise of the stream iterates the stream it settles with.
+  const openEvents = Fleet.prototype.events
+  Fleet.prototype.events = function events(query) {
+    const pending = openEvents.call(this, query)
+    pending[Symbol.asyncIterator] = () => {
+      let iterator
+      const open = async () => (iterator ??= (await pending)[Symbol.asyncIterator]())
+      return {
+        async next() {
+          return (await open()).next()
+        },
+        async return(value) {
+          return (await open()).return(value)
+        },
+        [Symbol.asyncIterator]() {
+          return this
+        },
+      }
+    }
+    return pending
+  }
+
   /** A callback subscription to the event stream (`Fleet#onEvent`). */
   class EventSubscription {
     #stream

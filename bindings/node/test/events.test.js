@@ -51,6 +51,18 @@ test('for await over the event stream sees a real change; break closes the strea
   assert.equal(await stream.next(), null)
   // A closed stream iterates to nothing.
   for await (const _ of stream) assert.fail('no event after close')
+  // The Promise of a stream iterates it too; break closes its WebSocket.
+  await fleet.groups()
+  const idle = connectionsToFleetd()
+  const change2 = (async () => {
+    await eventually(() => connectionsToFleetd() === idle + 1, 'the WebSocket connection')
+    await fleet.createGroup({ id: 'ev-iter-2', name: 'iterated' })
+  })()
+  for await (const event of fleet.events({ kinds: ['audit'] })) {
+    if (mentions(event, 'ev-iter-2')) break
+  }
+  await change2
+  await eventually(() => connectionsToFleetd() === idle, 'the WebSocket closed by break')
 })
 
 test('onEvent: callbacks for real changes, none after stop, and the WebSocket is closed', { timeout: 60_000 }, async () => {

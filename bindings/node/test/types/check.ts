@@ -18,6 +18,10 @@ export async function usesTheApi(fleet: Fleet): Promise<void> {
     void event
     break
   }
+  for await (const event of fleet.events({ device: 'pi-1' })) {
+    void event
+    break
+  }
   const sub: EventSubscription = await fleet.onEvent(
     { kinds: ['audit'] },
     (event) => void event,
