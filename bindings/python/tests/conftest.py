@@ -46,8 +46,7 @@ def _free_port() -> int:
         return port
 
 
-@pytest.fixture(scope="session")
-def fleetd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetServer]:
+def _start_fleetd(tmp_path_factory: pytest.TempPathFactory, config: str = "") -> Iterator[FleetServer]:
     binary = _fleetd_binary()
     if not binary.exists():
         pytest.fail(f"fleetd binary {binary} not found: run `cargo build -p fleetd` (scripts/test-python does)")
@@ -62,11 +61,13 @@ def fleetd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetServer]:
     password = re.search(r"password:\s*(\S+)", out)
     assert token and password, out
     port = _free_port()
+    args = [str(binary), "--bind", f"127.0.0.1:{port}", "--data-dir", str(data)]
+    if config:
+        config_file = data.parent / "fleetd.toml"
+        config_file.write_text(config)
+        args += ["--config", str(config_file)]
     log = open(data.parent / "fleetd.log", "w")
-    proc = subprocess.Popen(
-        [str(binary), "--bind", f"127.0.0.1:{port}", "--data-dir", str(data)],
-        stdout=log, stderr=subprocess.STDOUT, env=env,
-    )
+    proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
     while True:
@@ -89,3 +90,26 @@ def fleetd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetServer]:
         except subprocess.TimeoutExpired:
             proc.kill()
         log.close()
+
+
+@pytest.fixture(scope="session")
+def fleetd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetServer]:
+    """fleetd with its default config."""
+    yield from _start_fleetd(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def fleetd_fast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetServer]:
+    """A fleetd of its own whose analyzer, scheduler and rollout driver run every
+    200 ms (instead of every 30 s), for tests that wait for their passes."""
+    yield from _start_fleetd(tmp_path_factory, FAST_CONFIG)
+
+
+FAST_CONFIG = """
+[orchestrate]
+scheduler_interval = "200ms"
+rollout_tick = "100ms"
+
+[intel]
+interval = "200ms"
+"""
