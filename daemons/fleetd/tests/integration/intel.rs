@@ -654,6 +654,9 @@ condition = { kind = "offline", after = "3s" }
     assert!(resolved, "{:?}", ok.bodies());
 }
 
+/// What a [`Gated`] receiver's handler shares with the test.
+type GatedState = (Arc<Mutex<Vec<Value>>>, Arc<tokio::sync::Semaphore>);
+
 /// A webhook receiver that records each request when it arrives and answers
 /// only once the test opens its gate (a receiver that hangs).
 struct Gated {
@@ -670,11 +673,7 @@ impl Gated {
             .route(
                 "/hook",
                 axum::routing::post(
-                    move |State((got, gate)): State<(
-                        Arc<Mutex<Vec<Value>>>,
-                        Arc<tokio::sync::Semaphore>,
-                    )>,
-                          Json(v): Json<Value>| async move {
+                    move |State((got, gate)): State<GatedState>, Json(v): Json<Value>| async move {
                         got.lock().unwrap().push(v);
                         gate.acquire().await.unwrap().forget();
                         StatusCode::OK
