@@ -105,11 +105,28 @@ def fleetd_fast(tmp_path_factory: pytest.TempPathFactory) -> Iterator[FleetServe
     yield from _start_fleetd(tmp_path_factory, FAST_CONFIG)
 
 
-FAST_CONFIG = """
+# A fleet alert rule that fires on the test fleet (any health short of perfect)
+# and a webhook nobody listens on, tried once: its deliveries end as dead letters.
+FAST_CONFIG = f"""
 [orchestrate]
 scheduler_interval = "200ms"
 rollout_tick = "100ms"
 
 [intel]
 interval = "200ms"
+
+[[intel.rules]]
+id = "health_low"
+severity = "warning"
+condition = {{ kind = "health_below", score = 100.0 }}
+
+[[intel.webhooks]]
+id = "nobody"
+url = "http://127.0.0.1:{_free_port()}/hook"
+
+[intel.retry]
+max_attempts = 1
+initial_backoff = "100ms"
+factor = 2.0
+max_backoff = "1s"
 """

@@ -8,7 +8,6 @@ workload goes to the device with headroom."""
 from __future__ import annotations
 
 import datetime
-from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
@@ -18,8 +17,9 @@ from conftest import FleetServer
 from test_fleet_e2e import eventually
 
 
-@pytest.fixture
-def devices(fleetd_fast: FleetServer, tmp_path: Path) -> Iterator[dict[str, wrale.Device]]:
+@pytest.fixture(scope="module")
+def devices(fleetd_fast: FleetServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, wrale.Device]]:
+    tmp_path = tmp_path_factory.mktemp("devices")
     fleet = wrale.Fleet(fleetd_fast.url, fleetd_fast.token)
     now = datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     running: dict[str, wrale.Device] = {}
@@ -88,3 +88,25 @@ def test_analysis_recommendation_and_placement(fleetd_fast: FleetServer, devices
     eventually(lambda: fleet.twin("py-cool")["desired"].get("workload.py-cam") is False,
                what="the workload switch off")
     assert fleet.placements()["items"] == []
+
+
+def test_fleet_alerts_silences_and_dead_letters(fleetd_fast: FleetServer, devices: dict[str, wrale.Device]) -> None:
+    fleet = wrale.Fleet(fleetd_fast.url, fleetd_fast.token)
+    # The rules of this fleetd fire on the analysed devices.
+    firing = eventually(lambda: [a for a in fleet.fleet_alerts() if a["rule"] == "health_low"],
+                        what="a firing health_low fleet alert")
+    assert firing[0]["status"] in ("firing", "acknowledged") and firing[0]["silenced_by"] == [], firing
+    # A silence of the rule covers its alerts.
+    silence = fleet.create_silence(rule="health_low", duration="1h", comment="py test")
+    eventually(lambda: all(silence["id"] in a["silenced_by"] for a in fleet.fleet_alerts() if a["rule"] == "health_low"),
+               what="the alerts silenced")
+    fleet.delete_silence(silence["id"])
+    # Their notifications went to a webhook nobody listens on: dead letters.
+    dead = eventually(lambda: fleet.dead_letters(), what="a dead letter")
+    letter = dead[0]
+    assert letter["webhook"] == "nobody" and letter["status"] == "dead_letter", letter
+    assert len(letter["attempts"]) == 1
+    fleet.delete_dead_letter(letter["id"])
+    assert letter["id"] not in [d["id"] for d in fleet.dead_letters()]
+    with pytest.raises(wrale.NotFound):
+        fleet.delete_dead_letter(letter["id"])
