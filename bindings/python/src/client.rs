@@ -41,11 +41,30 @@ fn scope(kind: &str, id: Option<&str>) -> PyResult<ConfigScope> {
     }
 }
 
-/// Whether a patch sets `key` to `null` (serde reads a null into an
+/// Reads a patch: every key must be one of `fields` (the patch types ignore
+/// unknown ones, so a misspelt field would change nothing without a word), and
+/// whether `nullable` is set to `null` (serde reads a null into an
 /// `Option<Option<_>>` as absent, so the patch types lose "set it to none").
-fn explicit_null(patch_json: &str, key: &str) -> PyResult<bool> {
-    let raw: Map<String, Value> = from_json("patch", patch_json)?;
-    Ok(raw.get(key).is_some_and(Value::is_null))
+fn read_patch<T: serde::de::DeserializeOwned>(
+    what: &str,
+    patch_json: &str,
+    fields: &[&str],
+    nullable: &str,
+) -> PyResult<(T, bool)> {
+    let raw: Map<String, Value> = from_json(what, patch_json)?;
+    if let Some(k) = raw.keys().find(|k| !fields.contains(&k.as_str())) {
+        return Err(Failure::invalid_input(
+            "invalid_argument",
+            format!(
+                "{what}: unknown field {k:?}, expected {}",
+                fields.join(", ")
+            ),
+        )
+        .into());
+    }
+    let null = raw.get(nullable).is_some_and(Value::is_null);
+    let patch = from_json(what, patch_json)?;
+    Ok((patch, null))
 }
 
 /// A client of fleetd's API.
@@ -143,8 +162,13 @@ impl Client {
     /// Changes a device's labels, location or group (JSON of `DevicePatch`;
     /// `"group": null` takes it out of its group).
     fn update_device(&self, py: Python<'_>, id: String, patch_json: &str) -> PyResult<String> {
-        let mut patch: DevicePatch = from_json("device patch", patch_json)?;
-        if explicit_null(patch_json, "group")? {
+        let (mut patch, null_group): (DevicePatch, bool) = read_patch(
+            "device patch",
+            patch_json,
+            &["labels", "location", "group"],
+            "group",
+        )?;
+        if null_group {
             patch.group = Some(None);
         }
         self.call(py, |c| async move { c.update_device(&id, &patch).await })
@@ -189,8 +213,9 @@ impl Client {
 
     /// Changes a group (JSON of `GroupPatch`; `"parent": null` makes it a root).
     fn update_group(&self, py: Python<'_>, id: String, patch_json: &str) -> PyResult<String> {
-        let mut patch: GroupPatch = from_json("group patch", patch_json)?;
-        if explicit_null(patch_json, "parent")? {
+        let (mut patch, null_parent): (GroupPatch, bool) =
+            read_patch("group patch", patch_json, &["name", "parent"], "parent")?;
+        if null_parent {
             patch.parent = Some(None);
         }
         self.call(py, |c| async move { c.update_group(&id, &patch).await })

@@ -135,6 +135,11 @@ def test_device_records_groups_and_topology(fleetd: FleetServer) -> None:
         admin.update_device("py-n1", group="py-no-such-group")
     assert "group" in bad_group.value.message
     assert admin.device("py-n1")["group"] == "py-child"
+    with pytest.raises(wrale.InvalidInput) as typo:
+        admin.update_device("py-n1", lables={"role": "x"})
+    assert "lables" in typo.value.message
+    with pytest.raises(wrale.InvalidInput):
+        admin.update_group("py-parent", colour="red")
     admin.update_device("py-n1", group=None)
     assert admin.device("py-n1")["group"] is None
     admin.delete_group("py-child")

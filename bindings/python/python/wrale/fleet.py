@@ -72,7 +72,8 @@ class Fleet:
         return result
 
     def update_device(self, device_id: str, **patch: Any) -> dict[str, Any]:
-        """Changes ``labels``, ``location`` or ``group``."""
+        """Changes ``labels``, ``location`` or ``group`` (``group=None`` takes the
+        device out of its group); any other keyword raises ``InvalidInput``."""
         result: dict[str, Any] = _j(self._raw.update_device(device_id, json.dumps(patch)))
         return result
 
@@ -103,6 +104,8 @@ class Fleet:
         return result
 
     def update_group(self, group_id: str, **patch: Any) -> dict[str, Any]:
+        """Changes ``name`` or ``parent`` (``parent=None`` makes it a root; a
+        cycle raises ``ConflictError``)."""
         result: dict[str, Any] = _j(self._raw.update_group(group_id, json.dumps(patch)))
         return result
 
