@@ -107,6 +107,13 @@ def test_device_records_groups_and_topology(fleetd: FleetServer) -> None:
     for device_id, shelf in (("py-n1", "s1"), ("py-n2", "s1"), ("py-n3", "s2")):
         enrolled = admin.enroll(token, device_id, "pi4b", location={"site": "py-site", "rack": "py-r1", "shelf": shelf})
         assert enrolled["credential"].startswith("wrd_")
+    # Enrolled, never connected: status never, health unknown.
+    on_shelf = admin.devices(site="py-site", rack="py-r1", shelf="s1", model="pi4b",
+                             status="never", health="unknown")
+    assert sorted(d["id"] for d in on_shelf) == ["py-n1", "py-n2"]
+    assert admin.devices(site="py-site", model="pi5") == []
+    assert admin.devices(site="py-site", status="online") == []
+    assert admin.devices(site="py-site", health="critical") == []
     near = admin.neighbours("py-n1")
     assert near["same_shelf"] == ["py-n2"]
     assert sorted(near["same_rack"]) in (["py-n2", "py-n3"], ["py-n3"])
