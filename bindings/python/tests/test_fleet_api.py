@@ -188,6 +188,15 @@ def test_alerts_raise_ack_clear(fleetd: FleetServer) -> None:
         admin.ack_alert(999_999_999)
     actions = [a["action"] for a in admin.audit(action="alert.")]
     assert {"alert.ack", "alert.clear"} <= set(actions), actions
+    actor = admin.audit(action="alert.ack")[0]["actor"]
+    by_actor = admin.audit(actor=actor)
+    assert by_actor and {a["actor"] for a in by_actor} == {actor}
+    assert admin.audit(actor="user:nobody-at-all") == []
+    # An alert about a device is found by the device filter.
+    admin.enroll(admin.create_enrollment_token()["token"], "py-al", "pi4b")
+    about = admin.raise_alert("py_door", "info", "door open", device="py-al")
+    assert [a["id"] for a in admin.alerts(device="py-al")] == [about["id"]]
+    assert about["id"] not in [a["id"] for a in admin.alerts(severity="critical")]
 
 
 def test_silences_and_analysis(fleetd: FleetServer) -> None:

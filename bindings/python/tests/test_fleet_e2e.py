@@ -153,6 +153,13 @@ def test_python_device_joins_the_fleet(fleetd: FleetServer, tmp_path: Path) -> N
         assert refused.value.details.get("rule") == "unsupported", refused.value.details
         # The event stream saw the device.
         eventually(lambda: any(e.get("device") == "py-sim-1" for e in seen), what="events of py-sim-1")
+        # Filtered by device and by group: only this device's events.
+        for stream_filter in ({"device": "py-sim-1"}, {"group": "py-devices"}):
+            with fleet.events(**stream_filter) as only:
+                fleet.set_config({"fan_profile": "max"}, "device", "py-sim-1")
+                got = [e for e in (only.next(timeout=2.0) for _ in range(5)) if e is not None]
+            assert got and {e.get("device") for e in got} == {"py-sim-1"}, (stream_filter, got)
+            fleet.set_config({"fan_profile": None}, "device", "py-sim-1")
     finally:
         events.close()
         reader.join(timeout=10)
