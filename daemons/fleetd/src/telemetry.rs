@@ -235,6 +235,28 @@ pub trait TelemetryStore: Send + Sync + std::fmt::Debug {
         range: &TimeRange,
     ) -> Result<u64, StoreFailure>;
 
+    /// The newest `limit` raw points of a series in `range`, sorted by time (the
+    /// analyzer's window). The default counts, then reads; stores override it
+    /// with one query that reads only those points.
+    fn raw_newest(
+        &self,
+        device: &DeviceId,
+        metric: &str,
+        range: &TimeRange,
+        limit: u64,
+    ) -> Result<Vec<(Timestamp, f64)>, StoreFailure> {
+        let count = self.raw_count(device, metric, range)?;
+        if count == 0 || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut pts = self.raw(device, metric, range, count)?;
+        let extra = pts
+            .len()
+            .saturating_sub(limit.min(usize::MAX as u64) as usize);
+        pts.drain(..extra);
+        Ok(pts)
+    }
+
     /// Buckets of a rollup tier (`1m`, `1h`) overlapping `range`, sorted by start,
     /// including the points not rolled up yet.
     fn buckets(
@@ -653,6 +675,40 @@ impl TelemetryStore for SqliteTelemetry {
         )
         .and_then(|it| it.collect())
         .map_err(fail)
+    }
+
+    fn raw_newest(
+        &self,
+        device: &DeviceId,
+        metric: &str,
+        range: &TimeRange,
+        limit: u64,
+    ) -> Result<Vec<(Timestamp, f64)>, StoreFailure> {
+        let conn = self.reader()?;
+        let Some(id) = Self::series_id(&conn, device, metric)? else {
+            return Ok(Vec::new());
+        };
+        // Walks the (series, t) key backwards from the end of the range: only
+        // the points returned are read.
+        let mut s = conn
+            .prepare_cached(
+                "SELECT t, v FROM raw WHERE series = ?1 AND t >= ?2 AND t < ?3 ORDER BY t DESC LIMIT ?4",
+            )
+            .map_err(fail)?;
+        let mut pts: Vec<(Timestamp, f64)> = s
+            .query_map(
+                params![
+                    id,
+                    range.from.as_millis(),
+                    range.to.as_millis(),
+                    limit.min(i64::MAX as u64) as i64
+                ],
+                |r| Ok((Timestamp::from_millis(r.get(0)?), r.get(1)?)),
+            )
+            .and_then(|it| it.collect())
+            .map_err(fail)?;
+        pts.reverse();
+        Ok(pts)
     }
 
     fn raw_count(
@@ -1172,6 +1228,83 @@ mod tests {
 
     fn range(from: i64, to: i64) -> TimeRange {
         TimeRange::new(Timestamp::from_millis(from), Timestamp::from_millis(to)).unwrap()
+    }
+
+    /// The trait's default `raw_newest` (count, then read), for comparison.
+    #[derive(Debug)]
+    struct Defaulted<'a>(&'a dyn TelemetryStore);
+
+    impl TelemetryStore for Defaulted<'_> {
+        fn ingest(
+            &self,
+            d: &DeviceId,
+            b: &[IngestBatch<'_>],
+            now: Timestamp,
+        ) -> Result<IngestOutcome, StoreFailure> {
+            self.0.ingest(d, b, now)
+        }
+        fn maintain(
+            &self,
+            r: &Retention,
+            now: Timestamp,
+        ) -> Result<MaintenanceReport, StoreFailure> {
+            self.0.maintain(r, now)
+        }
+        fn raw(
+            &self,
+            d: &DeviceId,
+            m: &str,
+            r: &TimeRange,
+            l: u64,
+        ) -> Result<Vec<(Timestamp, f64)>, StoreFailure> {
+            self.0.raw(d, m, r, l)
+        }
+        fn raw_count(&self, d: &DeviceId, m: &str, r: &TimeRange) -> Result<u64, StoreFailure> {
+            self.0.raw_count(d, m, r)
+        }
+        fn buckets(
+            &self,
+            d: &DeviceId,
+            m: &str,
+            res: Resolution,
+            r: &TimeRange,
+        ) -> Result<Vec<Bucket>, StoreFailure> {
+            self.0.buckets(d, m, res, r)
+        }
+        fn metrics(&self, d: &DeviceId) -> Result<Vec<String>, StoreFailure> {
+            self.0.metrics(d)
+        }
+        fn size_bytes(&self) -> Result<u64, StoreFailure> {
+            self.0.size_bytes()
+        }
+    }
+
+    #[test]
+    fn raw_newest_reads_the_newest_points_in_time_order() {
+        let d = dir();
+        let t = telemetry(&d);
+        let dev = id("pi-1");
+        let now = Timestamp::from_millis(T0 + 7_200_000);
+        let rec = encode_batch("pi-1", &points(T0, 600, 1000));
+        t.ingest_records(&dev, &[rec], &TelemetryConfig::default(), now)
+            .unwrap();
+        let store = t.store();
+        let q = range(T0 + 100_000, T0 + 500_000);
+        let newest = store.raw_newest(&dev, "fan_rpm", &q, 50).unwrap();
+        assert_eq!(newest.len(), 50);
+        assert_eq!(newest[0], (Timestamp::from_millis(T0 + 450_000), 1450.0));
+        assert_eq!(newest[49], (Timestamp::from_millis(T0 + 499_000), 1499.0));
+        assert!(newest.windows(2).all(|w| w[0].0 < w[1].0));
+        let default = Defaulted(store.as_ref());
+        for (q, limit) in [(q, 50), (q, 10_000), (range(T0, T0 + 1), 5), (q, 0)] {
+            assert_eq!(
+                store.raw_newest(&dev, "fan_rpm", &q, limit).unwrap(),
+                default.raw_newest(&dev, "fan_rpm", &q, limit).unwrap(),
+                "{q:?} {limit}"
+            );
+        }
+        assert!(store.raw_newest(&dev, "nope", &q, 5).unwrap().is_empty());
+        let _ = std::fs::remove_dir_all(&d);
     }
 
     #[test]

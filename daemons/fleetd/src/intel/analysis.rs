@@ -81,15 +81,8 @@ pub fn build_windows(
     for d in devices.iter().filter(|d| !d.revoked) {
         let mut by_t: BTreeMap<Timestamp, TelemetryPoint> = BTreeMap::new();
         for metric in METRICS {
-            let count = store.raw_count(&d.id, metric, &range)?;
-            if count == 0 {
-                continue;
-            }
-            let mut pts = store.raw(&d.id, metric, &range, count)?;
-            if pts.len() as u64 > cfg.max_points {
-                pts.drain(..pts.len() - cfg.max_points as usize);
-            }
-            for (t, v) in pts {
+            // Only the newest `max_points` of each series are read.
+            for (t, v) in store.raw_newest(&d.id, metric, &range, cfg.max_points)? {
                 let p = by_t.entry(t).or_insert_with(|| TelemetryPoint::at(t));
                 set(p, metric, v);
             }
