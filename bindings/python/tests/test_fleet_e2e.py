@@ -9,7 +9,7 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Optional, TypeVar
 
 import pytest
 
@@ -198,16 +198,25 @@ def test_enroll_keeps_the_credential_0600_and_reuses_it(fleetd: FleetServer, tmp
 
 def test_event_stream_next_times_out_and_closes(fleetd: FleetServer) -> None:
     fleet = wrale.Fleet(fleetd.url, fleetd.token)
-    with fleet.events(kinds=["audit"]) as events:
+    # A device nobody has: its stream stays quiet, so next() returns at the timeout.
+    with fleet.events(device="py-no-such-device") as quiet:
         started = time.monotonic()
-        assert events.next(timeout=0.2) is None, "nothing happened yet"
+        assert quiet.next(timeout=0.2) is None
         assert time.monotonic() - started < 5
-        assert not events.ended
+        assert not quiet.ended
+    assert quiet.ended and quiet.next(timeout=0.1) is None
+    with fleet.events(kinds=["audit"]) as events:
         fleet.create_group("py-next")
-        event = eventually(lambda: events.next(timeout=1.0), what="the audit event of the group")
+
+        def group_created() -> Optional[dict[str, Any]]:
+            event = events.next(timeout=1.0)
+            if event is not None and event["data"].get("target") == "group:py-next":
+                return event
+            return None
+
+        event = eventually(group_created, what="the audit event of the group")
         assert event is not None
         assert event["kind"] == "audit" and event["data"]["action"] == "group.create", event
-    assert events.ended and events.next(timeout=0.1) is None
 
 
 def test_token_switch(fleetd: FleetServer) -> None:
