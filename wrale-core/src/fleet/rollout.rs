@@ -12,8 +12,9 @@
 //!
 //! **Gates** (over every device changed so far, during the soak of each wave):
 //! the change was applied (reported success within `apply_timeout`), and compared
-//! with the device's counters when its wave started: no new firmware thermal
-//! throttling, no new under-voltage, no reboot, no fan failure; and its health score
+//! with the device's counters when its wave started: no new thermal throttling
+//! (by the firmware, or by the device's own safety engine), no new under-voltage,
+//! no reboot (boot id changes), no fan failure; and its health score
 //! is not below its pre-rollout level by more than `health_margin`. A failing gate
 //! fails the wave and pauses the rollout with a rollback plan; with
 //! `auto_rollback` the plan is executed at once. The rollout never advances past a
