@@ -479,6 +479,14 @@ impl Sampler {
             }
         }
         let mut report = ReportedUpdate::from_sample(&sample);
+        // The engine's active alerts, as metald reports them (`alert.<code>`):
+        // the fleet lists them with its own.
+        report.alerts = Some(
+            alerts
+                .iter()
+                .map(|a| (a.code.as_str().to_owned(), a.message.clone()))
+                .collect(),
+        );
         if let Some(b) = boot {
             report = report.boot(b.boot_id, b.booted_at);
         }
@@ -704,8 +712,18 @@ mod tests {
         })
         .unwrap();
         let dir = tempfile::tempdir().unwrap();
+        // A local layer warns early, so the hot board has an active alert.
+        let warn = PolicyLayer::from_toml(
+            "scope = \"fleet\"\n[thermal]\nwarn_c = 50.0\nwarn_hold = \"0s\"\n",
+            "local.toml",
+        )
+        .unwrap();
+        let config = DeviceConfig {
+            layers: vec![warn],
+            ..fast()
+        };
         let dev =
-            EmbeddedDevice::start(sim.board(), dir.path(), info("pi-hot"), None, fast()).unwrap();
+            EmbeddedDevice::start(sim.board(), dir.path(), info("pi-hot"), None, config).unwrap();
         let status = dev.wait_for_samples(40, Duration::from_secs(20)).await;
         assert!(status.samples >= 40, "{status:?}");
         // The engine drove the fan through the HAL: the sim's fan follows.
@@ -715,9 +733,22 @@ mod tests {
         assert_eq!(status.telemetry_points, status.samples);
         // Virtual time advanced by one interval per sample.
         assert!(sim.elapsed() >= Duration::from_millis(5 * 40));
-        // The readings went to the twin's reported section.
-        let temp = dev.agent().with_twin(|t| t.reported().unwrap().cpu_temp());
-        assert!(temp.is_some_and(|c| c.get() > 30.0), "{temp:?}");
+        // The readings went to the twin's reported section, and the engine's
+        // active alerts with them.
+        let reported = dev.agent().with_twin(|t| t.reported().unwrap());
+        assert!(
+            reported.cpu_temp().is_some_and(|c| c.get() > 30.0),
+            "{reported:?}"
+        );
+        let active: Vec<String> = status
+            .alerts
+            .iter()
+            .map(|a| a.code.as_str().to_owned())
+            .collect();
+        assert!(!active.is_empty(), "a hot board has alerts: {status:?}");
+        for code in &active {
+            assert!(reported.alerts.contains_key(code), "{code}: {reported:?}");
+        }
         // No fleet: the agent runs degraded and says why.
         let agent = dev.agent_status();
         assert!(!agent.connected);
@@ -825,7 +856,7 @@ mod tests {
             })
         };
         let mut seen = (None, None);
-        for _ in 0..500 {
+        for _ in 0..2000 {
             seen = reported(&dev);
             if seen.0 == Some(true) {
                 break;
