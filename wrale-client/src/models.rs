@@ -366,8 +366,21 @@ impl DeviceFilter {
     }
 }
 
-/// Body of `PATCH /devices/{id}`: what is set changes.
+/// Reads a present field as `Some(value)`, `null` included (`Some(None)`); an
+/// absent field is `None` through `#[serde(default)]`. Plain `Option<Option<T>>`
+/// would read `null` as absent, and a patch could not clear the field.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Body of `PATCH /devices/{id}`: what is set changes. Unknown fields are
+/// refused, so a misspelt one is an error rather than a patch that changes nothing.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DevicePatch {
     /// Replaces the labels.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -377,7 +390,11 @@ pub struct DevicePatch {
     pub location: Option<Location>,
     /// `Some(Some(g))` moves the device to group `g`; `Some(None)` takes it out
     /// of its group (`"group": null`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub group: Option<Option<GroupId>>,
 }
 
@@ -426,14 +443,19 @@ pub struct NewGroup {
     pub parent: Option<GroupId>,
 }
 
-/// Body of `PATCH /groups/{id}`.
+/// Body of `PATCH /groups/{id}` (unknown fields refused).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct GroupPatch {
     /// New display name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// `Some(Some(p))` moves the group under `p`; `Some(None)` makes it a root.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "present",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub parent: Option<Option<GroupId>>,
 }
 
@@ -1113,6 +1135,33 @@ impl AuditFilter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patches_keep_an_explicit_null_and_refuse_unknown_fields() {
+        let p: DevicePatch = serde_json::from_str(r#"{"group": null}"#).unwrap();
+        assert_eq!(
+            p.group,
+            Some(None),
+            "null takes the device out of its group"
+        );
+        let p: DevicePatch = serde_json::from_str(r#"{"group": "lab"}"#).unwrap();
+        assert_eq!(p.group, Some(Some("lab".parse().unwrap())));
+        let p: DevicePatch = serde_json::from_str("{}").unwrap();
+        assert_eq!(p.group, None, "absent changes nothing");
+        assert_eq!(
+            serde_json::to_value(DevicePatch {
+                group: Some(None),
+                ..Default::default()
+            })
+            .unwrap(),
+            serde_json::json!({"group": null})
+        );
+        let g: GroupPatch = serde_json::from_str(r#"{"parent": null}"#).unwrap();
+        assert_eq!(g.parent, Some(None));
+        let e = serde_json::from_str::<DevicePatch>(r#"{"gropu": "lab"}"#).unwrap_err();
+        assert!(e.to_string().contains("gropu"), "{e}");
+        assert!(serde_json::from_str::<GroupPatch>(r#"{"nmae": "x"}"#).is_err());
+    }
 
     #[test]
     fn effective_config_reads_fleetds_answer_and_its_own_form() {
