@@ -126,7 +126,11 @@ impl Board {
         let faults = options
             .faults
             .iter()
-            .map(|f| parse_fault(f).and_then(|f| serde_json::to_value(f).map_err(|e| WraleError::internal(e.to_string()))))
+            .map(|f| {
+                parse_fault(f).and_then(|f| {
+                    serde_json::to_value(f).map_err(|e| WraleError::internal(e.to_string()))
+                })
+            })
             .collect::<Result<Vec<_>, _>>()?;
         let mut config = json!({
             "backend": "sim",
@@ -226,7 +230,11 @@ impl Board {
 
     /// A fan's current duty, %.
     pub fn fan_duty(&self, fan: String) -> Result<f64, WraleError> {
-        Ok(self.board.fan(&fan).and_then(|f| f.duty()).map(Percent::get)?)
+        Ok(self
+            .board
+            .fan(&fan)
+            .and_then(|f| f.duty())
+            .map(Percent::get)?)
     }
 
     /// Drives a GPIO output (claimed on first use, released with the board).

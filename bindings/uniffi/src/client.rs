@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 use serde::Serialize;
 use serde_json::{Map, Value};
 use wrale_client::models::{
-    AlertFilter, AuditFilter, ConfigScope, DeviceFilter, DevicePatch, EnrollRequest, NewEnrollmentToken,
-    NewGroup, Resolution, TelemetryQuery,
+    AlertFilter, AuditFilter, ConfigScope, DeviceFilter, DevicePatch, EnrollRequest,
+    NewEnrollmentToken, NewGroup, Resolution, TelemetryQuery,
 };
 use wrale_client::{EventFilter, EventKind};
 use wrale_core::model::{Command, DeviceId, GroupId};
@@ -262,7 +262,9 @@ impl FleetClient {
 
     /// One device.
     pub async fn device(&self, id: String) -> Result<DeviceSummary, WraleError> {
-        let d = self.call(|c| async move { c.get_device(&id).await }).await?;
+        let d = self
+            .call(|c| async move { c.get_device(&id).await })
+            .await?;
         Ok(d.into())
     }
 
@@ -281,7 +283,8 @@ impl FleetClient {
 
     /// Deletes a device record.
     pub async fn delete_device(&self, id: String) -> Result<(), WraleError> {
-        self.call(|c| async move { c.delete_device(&id).await }).await
+        self.call(|c| async move { c.delete_device(&id).await })
+            .await
     }
 
     /// Sends a command (JSON `Command`) to a connected device and waits for
@@ -315,7 +318,9 @@ impl FleetClient {
             "id": id, "name": name, "parent": parent,
         }))
         .map_err(|e| WraleError::invalid_argument(format!("group: {e}")))?;
-        let g = self.call(|c| async move { c.create_group(&g).await }).await?;
+        let g = self
+            .call(|c| async move { c.create_group(&g).await })
+            .await?;
         Ok(g.into())
     }
 
@@ -327,12 +332,14 @@ impl FleetClient {
 
     /// Deletes a group.
     pub async fn delete_group(&self, id: String) -> Result<(), WraleError> {
-        self.call(|c| async move { c.delete_group(&id).await }).await
+        self.call(|c| async move { c.delete_group(&id).await })
+            .await
     }
 
     /// A device's twin as fleetd holds it, as JSON.
     pub async fn twin(&self, id: String) -> Result<String, WraleError> {
-        self.call_json(|c| async move { c.get_twin(&id).await }).await
+        self.call_json(|c| async move { c.get_twin(&id).await })
+            .await
     }
 
     /// A twin's history, as JSON.
@@ -343,12 +350,17 @@ impl FleetClient {
 
     /// A twin's open conflicts, as JSON.
     pub async fn twin_conflicts(&self, id: String) -> Result<String, WraleError> {
-        self.call_json(|c| async move { c.conflicts(&id).await }).await
+        self.call_json(|c| async move { c.conflicts(&id).await })
+            .await
     }
 
     /// A config layer (`fleet`, or `group`/`device` with an id), as JSON.
     #[uniffi::method(default(id = None))]
-    pub async fn config(&self, scope_kind: String, id: Option<String>) -> Result<String, WraleError> {
+    pub async fn config(
+        &self,
+        scope_kind: String,
+        id: Option<String>,
+    ) -> Result<String, WraleError> {
         let s = scope(&scope_kind, id.as_deref())?;
         self.call_json(|c| async move { c.get_config(&s).await })
             .await
@@ -421,12 +433,14 @@ impl FleetClient {
 
     /// Acknowledges an alert; the alert as JSON.
     pub async fn ack_alert(&self, id: i64) -> Result<String, WraleError> {
-        self.call_json(|c| async move { c.ack_alert(id).await }).await
+        self.call_json(|c| async move { c.ack_alert(id).await })
+            .await
     }
 
     /// Clears an alert; the alert as JSON.
     pub async fn clear_alert(&self, id: i64) -> Result<String, WraleError> {
-        self.call_json(|c| async move { c.clear_alert(id).await }).await
+        self.call_json(|c| async move { c.clear_alert(id).await })
+            .await
     }
 
     /// Audit entries (by actor, about a target, of an action), newest first, as JSON.
@@ -443,7 +457,8 @@ impl FleetClient {
             action,
             ..AuditFilter::default()
         };
-        self.call_json(|c| async move { c.audit_all(&f).await }).await
+        self.call_json(|c| async move { c.audit_all(&f).await })
+            .await
     }
 
     /// Rollouts (optionally with one `status`), as JSON.
@@ -455,7 +470,8 @@ impl FleetClient {
 
     /// One rollout (status, progress, waves, gate failures), as JSON.
     pub async fn rollout(&self, id: String) -> Result<String, WraleError> {
-        self.call_json(|c| async move { c.get_rollout(&id).await }).await
+        self.call_json(|c| async move { c.get_rollout(&id).await })
+            .await
     }
 
     /// Starts a rollout (JSON spec: `{id, change, devices | group, canary, waves, ...}`).
@@ -473,7 +489,10 @@ impl FleetClient {
 
     /// Creates an enrollment token (JSON `NewEnrollmentToken`: `{group, uses,
     /// expires_in, labels}`); the answer (JSON) holds the token, once.
-    pub async fn create_enrollment_token(&self, request_json: String) -> Result<String, WraleError> {
+    pub async fn create_enrollment_token(
+        &self,
+        request_json: String,
+    ) -> Result<String, WraleError> {
         let r: NewEnrollmentToken = from_json("enrollment token", &request_json)?;
         self.call_json(|c| async move { c.create_enrollment_token(&r).await })
             .await

@@ -193,7 +193,12 @@ impl Plan {
 }
 
 fn io_error(path: &Path, e: &std::io::Error) -> WraleError {
-    ErrorReport::new(ErrorCategory::Sync, "io", format!("{}: {e}", path.display())).into()
+    ErrorReport::new(
+        ErrorCategory::Sync,
+        "io",
+        format!("{}: {e}", path.display()),
+    )
+    .into()
 }
 
 fn read_credential(path: &Path) -> Option<String> {

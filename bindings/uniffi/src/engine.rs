@@ -145,7 +145,11 @@ impl SafetyEngine {
     /// Checks a command (JSON, `wrale_core::model::Command`:
     /// `{"type": "set_fan_duty", "fan": "fan0", "duty_pct": 50}`) without
     /// recording it.
-    pub fn check(&self, command_json: String, options: CheckOptions) -> Result<Verdict, WraleError> {
+    pub fn check(
+        &self,
+        command_json: String,
+        options: CheckOptions,
+    ) -> Result<Verdict, WraleError> {
         let req = request(&command_json, &options)?;
         let inner = self.lock();
         Ok(inner
@@ -157,11 +161,17 @@ impl SafetyEngine {
 
     /// Like `check`, and records an allowed command in the state (rate limits,
     /// fan overrides, profile).
-    pub fn admit(&self, command_json: String, options: CheckOptions) -> Result<Verdict, WraleError> {
+    pub fn admit(
+        &self,
+        command_json: String,
+        options: CheckOptions,
+    ) -> Result<Verdict, WraleError> {
         let req = request(&command_json, &options)?;
         let mut inner = self.lock();
         let policy = inner.store.current();
-        Ok(policy.admit(&mut inner.state, &req, ts(options.now_ms)).into())
+        Ok(policy
+            .admit(&mut inner.state, &req, ts(options.now_ms))
+            .into())
     }
 
     /// Like `admit`, but a refusal throws `WraleException.PolicyViolation`

@@ -121,19 +121,53 @@ impl From<ErrorReport> for WraleError {
     fn from(r: ErrorReport) -> Self {
         let code = r.code;
         let description = r.message;
-        let details = r
-            .details
-            .map(|d| serde_json::Value::Object(d).to_string());
+        let details = r.details.map(|d| serde_json::Value::Object(d).to_string());
         match r.category {
-            ErrorCategory::Policy => WraleError::PolicyViolation { code, description, details },
-            ErrorCategory::Hardware => WraleError::HardwareError { code, description, details },
-            ErrorCategory::Sync => WraleError::SyncError { code, description, details },
-            ErrorCategory::Auth => WraleError::AuthError { code, description, details },
-            ErrorCategory::NotFound => WraleError::NotFound { code, description, details },
-            ErrorCategory::InvalidInput => WraleError::InvalidInput { code, description, details },
-            ErrorCategory::Conflict => WraleError::ConflictError { code, description, details },
-            ErrorCategory::Unavailable => WraleError::Unavailable { code, description, details },
-            _ => WraleError::InternalError { code, description, details },
+            ErrorCategory::Policy => WraleError::PolicyViolation {
+                code,
+                description,
+                details,
+            },
+            ErrorCategory::Hardware => WraleError::HardwareError {
+                code,
+                description,
+                details,
+            },
+            ErrorCategory::Sync => WraleError::SyncError {
+                code,
+                description,
+                details,
+            },
+            ErrorCategory::Auth => WraleError::AuthError {
+                code,
+                description,
+                details,
+            },
+            ErrorCategory::NotFound => WraleError::NotFound {
+                code,
+                description,
+                details,
+            },
+            ErrorCategory::InvalidInput => WraleError::InvalidInput {
+                code,
+                description,
+                details,
+            },
+            ErrorCategory::Conflict => WraleError::ConflictError {
+                code,
+                description,
+                details,
+            },
+            ErrorCategory::Unavailable => WraleError::Unavailable {
+                code,
+                description,
+                details,
+            },
+            _ => WraleError::InternalError {
+                code,
+                description,
+                details,
+            },
         }
     }
 }

@@ -302,7 +302,12 @@ impl SyncSession {
     }
 
     /// Applies a frame from the peer; returns whether the twin changed.
-    pub fn receive(&self, twin: Arc<Twin>, frame: Vec<u8>, now_ms: i64) -> Result<bool, WraleError> {
+    pub fn receive(
+        &self,
+        twin: Arc<Twin>,
+        frame: Vec<u8>,
+        now_ms: i64,
+    ) -> Result<bool, WraleError> {
         let mut s = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
         let r = s.receive(&mut twin.lock(), &frame, ts(now_ms))?;
         Ok(matches!(

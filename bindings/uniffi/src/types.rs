@@ -5,8 +5,8 @@
 use std::collections::HashMap;
 
 use wrale_core::model::{
-    ChargeState, HalErrorKind, PowerSourceKind, PreEol,
-    SecurityKind, SensorKind, Severity, StorageKind, ThrottleFlags,
+    ChargeState, HalErrorKind, PowerSourceKind, PreEol, SecurityKind, SensorKind, Severity,
+    StorageKind, ThrottleFlags,
 };
 use wrale_core::policy::{AlertChange as CoreAlertChange, ThermalLevel};
 use wrale_core::units::{Amps, Celsius, MegaHertz, Percent, Rpm, Volts, Watts};
