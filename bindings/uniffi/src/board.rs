@@ -85,6 +85,10 @@ impl Board {
         })
     }
 
+    pub(crate) fn from_host(board: wrale_hal::Board) -> Arc<Board> {
+        Board::wrap(board, None)
+    }
+
     pub(crate) fn is_virtual_sim(&self) -> bool {
         self.sim.is_some() && self.board.backend() == "sim"
     }

@@ -172,6 +172,13 @@ impl From<ErrorReport> for WraleError {
     }
 }
 
+/// A host callback (Kotlin, Swift) that threw something other than a `WraleError`.
+impl From<uniffi::UnexpectedUniFFICallbackError> for WraleError {
+    fn from(e: uniffi::UnexpectedUniFFICallbackError) -> Self {
+        ErrorReport::new(ErrorCategory::Internal, "host_callback", e.reason).into()
+    }
+}
+
 macro_rules! via_report {
     ($($t:ty),* $(,)?) => {$(
         impl From<$t> for WraleError {

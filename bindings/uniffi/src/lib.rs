@@ -15,6 +15,7 @@ mod client;
 mod device;
 mod engine;
 mod errors;
+mod host;
 mod twin;
 mod types;
 
@@ -26,6 +27,7 @@ pub use client::{AlertQuery, DeviceQuery, EventListener, EventSubscription, Flee
 pub use device::{Agent, AgentOptions, AgentStatus};
 pub use engine::{CheckOptions, SafetyEngine, SafetyStatus, Thresholds};
 pub use errors::WraleError;
+pub use host::{HostBoardBuilder, HostFan, HostTemperature};
 pub use twin::{ConflictValue, SyncSession, Twin, TwinConflict, TwinVersion};
 pub use types::{
     Action, AlertChange, BatteryReading, BoolReading, Decision, DeviceSummary, FanReading, Group,

@@ -384,6 +384,49 @@ fun twinChecks() {
     }
 }
 
+fun hostChecks() {
+    check("a board from host callbacks: the program's sensor and fan, under an agent") {
+        var temp = 45.0
+        val duties = CopyOnWriteArrayList<Double>()
+        val builder = HostBoardBuilder("pi4b")
+        builder.temperature("cpu", SensorKind.CPU, object : HostTemperature {
+            override fun readCelsius(): Double = temp
+        })
+        builder.fan("fan0", object : HostFan {
+            override fun setDuty(dutyPct: Double) {
+                duties.add(dutyPct)
+            }
+        })
+        val board = builder.build()
+        ensureEq(board.backend(), "host", "backend")
+        ensureEq(board.sample().cpuTempC(), 45.0, "the host's reading")
+        board.setFan("fan0", 40.0)
+        ensureEq(duties.last(), 40.0, "the host's fan got the duty")
+        ensureEq(board.fanDuty("fan0"), 40.0, "fan duty")
+        expectThrows<WraleException.InvalidInput>("built twice") { builder.build() }
+        // A sensor callback that throws is a faulted reading; the engine goes fail-safe.
+        val bad = HostBoardBuilder("pi4b")
+        bad.temperature("cpu", SensorKind.CPU, object : HostTemperature {
+            override fun readCelsius(): Double = throw IllegalStateException("unplugged")
+        })
+        val badSample = bad.build().sample()
+        ensure(cpuReading(badSample) is Reading.Fault) { "fault: ${cpuReading(badSample)}" }
+        val engine = SafetyEngine("pi4b")
+        engine.evaluate(badSample)
+        ensureEq(engine.status().failSafe, true, "fail-safe on a throwing sensor")
+        // An agent on the host board drives the host's fan through the callback.
+        temp = 86.0
+        val dir = tempDir("wrale-kotlin-host-")
+        val agent = Agent.start(board, dir.path, AgentOptions(deviceId = "kt-host", intervalS = 0.05))
+        try {
+            eventually("the engine drove the host fan") { duties.any { it >= 99.0 } }
+        } finally {
+            agent.stop()
+            dir.deleteRecursively()
+        }
+    }
+}
+
 fun timingChecks() {
     check("timing: sample read and policy evaluation across the FFI") {
         val board = Board.sim("pi4b", SimOptions(seed = 1uL, loadPct = 50.0))
@@ -579,6 +622,7 @@ fun main(args: Array<String>) {
     boardChecks()
     engineChecks()
     twinChecks()
+    hostChecks()
     timingChecks()
     val fleetd = try {
         startFleetd(fleetdBinary)
