@@ -21,13 +21,20 @@ test.after(async () => {
 
 const mentions = (e, text) => JSON.stringify(e).includes(text)
 
-/** Established TCP connections from this host to fleetd's port (/proc/net/tcp). */
+/** Local ports of the established TCP connections to fleetd's port (/proc/net/tcp). */
 function connectionsToFleetd() {
   const port = new URL(fleetd.url).port
   const hex = Number(port).toString(16).toUpperCase().padStart(4, '0')
-  return fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)
+  return new Set(fs.readFileSync('/proc/net/tcp', 'utf8').split('\n').slice(1)
     .map((l) => l.trim().split(/\s+/))
-    .filter((f) => f.length > 3 && f[2].endsWith(`:${hex}`) && f[3] === '01').length
+    .filter((f) => f.length > 3 && f[2].endsWith(`:${hex}`) && f[3] === '01')
+    .map((f) => f[1]))
+}
+
+/** The one connection to fleetd opened since `before` (the event stream's WebSocket). */
+function newConnection(before) {
+  const opened = [...connectionsToFleetd()].filter((c) => !before.has(c))
+  return opened.length === 1 && opened[0]
 }
 
 test('for await over the event stream sees a real change; break closes the stream', { timeout: 60_000 }, async () => {
@@ -52,35 +59,36 @@ test('for await over the event stream sees a real change; break closes the strea
   // A closed stream iterates to nothing.
   for await (const _ of stream) assert.fail('no event after close')
   // The Promise of a stream iterates it too; break closes its WebSocket.
-  await fleet.groups()
-  const idle = connectionsToFleetd()
+  await fleet.groups() // the HTTP connection is open and pooled before looking
+  const before = connectionsToFleetd()
   const change2 = (async () => {
-    await eventually(() => connectionsToFleetd() === idle + 1, 'the WebSocket connection')
+    const ws = await eventually(() => newConnection(before), 'the WebSocket connection')
     await fleet.createGroup({ id: 'ev-iter-2', name: 'iterated' })
+    return ws
   })()
   for await (const event of fleet.events({ kinds: ['audit'] })) {
     if (mentions(event, 'ev-iter-2')) break
   }
-  await change2
-  await eventually(() => connectionsToFleetd() === idle, 'the WebSocket closed by break')
+  const ws = await change2
+  await eventually(() => !connectionsToFleetd().has(ws), 'the WebSocket closed by break')
 })
 
 test('onEvent: callbacks for real changes, none after stop, and the WebSocket is closed', { timeout: 60_000 }, async () => {
   const fleet = new Fleet(fleetd.url, fleetd.token)
-  await fleet.groups() // the HTTP connection is open and pooled before counting
-  const idle = connectionsToFleetd()
+  await fleet.groups() // the HTTP connection is open and pooled before looking
+  const before = connectionsToFleetd()
   const seen = []
   const sub = await fleet.onEvent({ kinds: ['audit'] }, (e) => seen.push(e))
   assert.ok(sub instanceof wrale.EventSubscription)
   assert.equal(sub.active, true)
-  await eventually(() => connectionsToFleetd() === idle + 1, 'the WebSocket connection')
+  const ws = await eventually(() => newConnection(before), 'the WebSocket connection')
   await fleet.createGroup({ id: 'ev-cb-1', name: 'one' })
   await eventually(() => seen.some((e) => mentions(e, 'ev-cb-1')), 'callback for ev-cb-1')
-  const open = connectionsToFleetd()
+  assert.ok(connectionsToFleetd().has(ws))
   await sub.stop()
   assert.equal(sub.active, false)
   await sub.done
-  await eventually(() => connectionsToFleetd() === open - 1, 'the WebSocket closed')
+  await eventually(() => !connectionsToFleetd().has(ws), 'the WebSocket closed')
   // Another change, seen by a second stream but not by the stopped callback.
   const n = seen.length
   const witness = await fleet.events({ kinds: ['audit'] })
