@@ -427,22 +427,20 @@ fun hostChecks() {
     }
 }
 
-fun timingChecks() {
-    check("timing: sample read and policy evaluation across the FFI") {
-        val board = Board.sim("pi4b", SimOptions(seed = 1uL, loadPct = 50.0))
-        val engine = SafetyEngine("pi4b")
-        val sample = board.sample()
-        repeat(500) { board.sample(); engine.evaluate(sample) }
-        val n = 2_000
-        var t = System.nanoTime()
-        repeat(n) { board.sample() }
-        val sampleUs = (System.nanoTime() - t) / 1_000.0 / n
-        t = System.nanoTime()
-        repeat(n) { engine.evaluate(sample) }
-        val evalUs = (System.nanoTime() - t) / 1_000.0 / n
-        println("timing: Board.sample() %.2f µs, SafetyEngine.evaluate() %.2f µs (mean of %d, after warm-up)".format(sampleUs, evalUs, n))
-        ensure(sampleUs > 0 && evalUs > 0) { "measured" }
-    }
+/** Not a check: the cost of a sample read and of a policy evaluation across the FFI. */
+fun timing() {
+    val board = Board.sim("pi4b", SimOptions(seed = 1uL, loadPct = 50.0))
+    val engine = SafetyEngine("pi4b")
+    val sample = board.sample()
+    repeat(500) { board.sample(); engine.evaluate(sample) }
+    val n = 2_000
+    var t = System.nanoTime()
+    repeat(n) { board.sample() }
+    val sampleUs = (System.nanoTime() - t) / 1_000.0 / n
+    t = System.nanoTime()
+    repeat(n) { engine.evaluate(sample) }
+    val evalUs = (System.nanoTime() - t) / 1_000.0 / n
+    println("timing: Board.sample() %.1f µs, SafetyEngine.evaluate() %.1f µs (mean of %d calls after 500 warm-up calls)".format(sampleUs, evalUs, n))
 }
 
 fun fleetChecks(fleetd: Fleetd, exampleClass: String) {
@@ -623,7 +621,7 @@ fun main(args: Array<String>) {
     engineChecks()
     twinChecks()
     hostChecks()
-    timingChecks()
+    timing()
     val fleetd = try {
         startFleetd(fleetdBinary)
     } catch (e: Throwable) {
