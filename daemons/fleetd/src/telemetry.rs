@@ -402,6 +402,40 @@ impl SqliteTelemetry {
         self.reader.lock().map_err(|_| fail("reader lock poisoned"))
     }
 
+    /// Up to `limit` raw points of a series in `range`: the oldest first, or
+    /// with `newest` the newest first (walking the `(series, t)` key backwards
+    /// from the end of the range, so only the points returned are read).
+    fn raw_points(
+        &self,
+        device: &DeviceId,
+        metric: &str,
+        range: &TimeRange,
+        limit: u64,
+        newest: bool,
+    ) -> Result<Vec<(Timestamp, f64)>, StoreFailure> {
+        let conn = self.reader()?;
+        let Some(id) = Self::series_id(&conn, device, metric)? else {
+            return Ok(Vec::new());
+        };
+        let sql = if newest {
+            "SELECT t, v FROM raw WHERE series = ?1 AND t >= ?2 AND t < ?3 ORDER BY t DESC LIMIT ?4"
+        } else {
+            "SELECT t, v FROM raw WHERE series = ?1 AND t >= ?2 AND t < ?3 ORDER BY t LIMIT ?4"
+        };
+        let mut s = conn.prepare_cached(sql).map_err(fail)?;
+        s.query_map(
+            params![
+                id,
+                range.from.as_millis(),
+                range.to.as_millis(),
+                limit.min(i64::MAX as u64) as i64
+            ],
+            |r| Ok((Timestamp::from_millis(r.get(0)?), r.get(1)?)),
+        )
+        .and_then(|it| it.collect())
+        .map_err(fail)
+    }
+
     fn series_id(
         conn: &Connection,
         device: &DeviceId,
@@ -655,26 +689,7 @@ impl TelemetryStore for SqliteTelemetry {
         range: &TimeRange,
         limit: u64,
     ) -> Result<Vec<(Timestamp, f64)>, StoreFailure> {
-        let conn = self.reader()?;
-        let Some(id) = Self::series_id(&conn, device, metric)? else {
-            return Ok(Vec::new());
-        };
-        let mut s = conn
-            .prepare_cached(
-                "SELECT t, v FROM raw WHERE series = ?1 AND t >= ?2 AND t < ?3 ORDER BY t LIMIT ?4",
-            )
-            .map_err(fail)?;
-        s.query_map(
-            params![
-                id,
-                range.from.as_millis(),
-                range.to.as_millis(),
-                limit.min(i64::MAX as u64) as i64
-            ],
-            |r| Ok((Timestamp::from_millis(r.get(0)?), r.get(1)?)),
-        )
-        .and_then(|it| it.collect())
-        .map_err(fail)
+        self.raw_points(device, metric, range, limit, false)
     }
 
     fn raw_newest(
@@ -684,29 +699,7 @@ impl TelemetryStore for SqliteTelemetry {
         range: &TimeRange,
         limit: u64,
     ) -> Result<Vec<(Timestamp, f64)>, StoreFailure> {
-        let conn = self.reader()?;
-        let Some(id) = Self::series_id(&conn, device, metric)? else {
-            return Ok(Vec::new());
-        };
-        // Walks the (series, t) key backwards from the end of the range: only
-        // the points returned are read.
-        let mut s = conn
-            .prepare_cached(
-                "SELECT t, v FROM raw WHERE series = ?1 AND t >= ?2 AND t < ?3 ORDER BY t DESC LIMIT ?4",
-            )
-            .map_err(fail)?;
-        let mut pts: Vec<(Timestamp, f64)> = s
-            .query_map(
-                params![
-                    id,
-                    range.from.as_millis(),
-                    range.to.as_millis(),
-                    limit.min(i64::MAX as u64) as i64
-                ],
-                |r| Ok((Timestamp::from_millis(r.get(0)?), r.get(1)?)),
-            )
-            .and_then(|it| it.collect())
-            .map_err(fail)?;
+        let mut pts = self.raw_points(device, metric, range, limit, true)?;
         pts.reverse();
         Ok(pts)
     }
