@@ -24,7 +24,12 @@ pub struct CurvePoint {
 ///
 /// `None` means "not set here": the board profile's default applies (or, in a
 /// [`PartialConfig`] layer, the layer below).
+///
+/// Its serde form (the bindings' JSON) uses these field names and refuses any
+/// other: a twin key such as `warn_c` is an error naming it, not an edit that
+/// silently changes nothing.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DesiredConfig {
     /// Warning threshold.
     pub warn: Option<Celsius>,
@@ -568,6 +573,17 @@ pub fn apply_changes(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn serde_form_refuses_unknown_fields() {
+        let mut v = serde_json::to_value(DesiredConfig::default()).unwrap();
+        v["warn"] = serde_json::json!(63.0);
+        let c: DesiredConfig = serde_json::from_value(v.clone()).unwrap();
+        assert_eq!(c.warn, Some(Celsius(63.0)));
+        v["warn_c"] = serde_json::json!(63.0);
+        let e = serde_json::from_value::<DesiredConfig>(v).unwrap_err();
+        assert!(e.to_string().contains("warn_c"), "{e}");
+    }
     use wrale_core::BoardModel;
 
     #[test]

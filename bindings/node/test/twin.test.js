@@ -40,6 +40,7 @@ test('rollback and raw fields', () => {
   assert.equal(twin.desired().warn, 70)
   assert.throws(() => twin.setField('desired.colour', 'red', 'user:ada', 4), { code: 'unknown_field', name: 'InvalidInput' })
   assert.throws(() => twin.editDesired({ warn: 'hot' }, 'user:ada', 5), { category: 'invalid_input' })
+  assert.throws(() => twin.editDesired({ warn_c: 63 }, 'user:ada', 5), { category: 'invalid_input', message: /warn_c/ })
   assert.throws(() => twin.editDesired({ warn: 1 }, 'nobody', 5), { code: 'invalid_author' })
   assert.equal(twin.setField('desired.warn_c', null, 'user:ada', 6), true)
 })

@@ -40,6 +40,9 @@ def test_rollback_and_raw_fields() -> None:
     assert e.value.code == "unknown_field"
     with pytest.raises(wrale.InvalidInput):
         twin.edit_desired({"warn": "hot"}, author="user:ada")
+    # A twin key is not a field of the config: refused, naming it.
+    with pytest.raises(wrale.InvalidInput, match="warn_c"):
+        twin.edit_desired({"warn_c": 63.0}, author="user:ada")
     with pytest.raises(wrale.InvalidInput):
         twin.edit_desired({"warn": 1.0}, author="nobody")
 
