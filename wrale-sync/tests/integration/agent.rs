@@ -297,8 +297,11 @@ impl Running {
     }
 }
 
+/// Waits for `cond`, polling every 10 ms, for up to 30 s of wall time (generous:
+/// a loaded 2-core CI machine is slow, and a passing run returns at once).
 pub(crate) async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-    for _ in 0..1000 {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
         if cond() {
             return;
         }
