@@ -793,6 +793,20 @@ impl RetryPolicy {
     }
 }
 
+/// "Equal jitter" on a retry delay: between half of `base` and `base`, `unit`
+/// (a uniform draw in `[0, 1)`) choosing where; values outside are clamped, and
+/// a non-finite one counts as 0. Receivers that failed together do not retry
+/// together.
+pub fn equal_jitter(base: Duration, unit: f64) -> Duration {
+    let u = if unit.is_finite() {
+        unit.clamp(0.0, 1.0)
+    } else {
+        0.0
+    };
+    let half = base / 2;
+    half + (base - half).mul_f64(u)
+}
+
 /// Outcome of one HTTP attempt, as fleetd saw it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
@@ -977,6 +991,17 @@ impl DeliveryQueue {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn equal_jitter_stays_in_the_upper_half() {
+        let base = Duration::from_secs(10);
+        assert_eq!(equal_jitter(base, 0.0), Duration::from_secs(5));
+        assert_eq!(equal_jitter(base, 0.5), Duration::from_millis(7500));
+        assert_eq!(equal_jitter(base, 1.0), base);
+        assert_eq!(equal_jitter(base, -3.0), Duration::from_secs(5));
+        assert_eq!(equal_jitter(base, f64::NAN), Duration::from_secs(5));
+        assert_eq!(equal_jitter(Duration::ZERO, 0.7), Duration::ZERO);
+    }
 
     fn f(sev: Severity) -> Firing {
         Firing::device("hot", sev, DeviceId::new("pi-1").unwrap(), "hot")
