@@ -91,3 +91,122 @@ pub trait PwmPin: Send + fmt::Debug {
     /// Current duty cycle.
     fn duty(&self) -> Percent;
 }
+
+/// The pins a program drives through one board, claimed on first use and kept
+/// until the set is cleared or dropped: GPIO outputs (released on drop), inputs
+/// read without pull, and hardware PWM (low on drop). The bindings' boards and
+/// the embedded device runtime drive pins through it.
+#[derive(Debug, Default)]
+pub struct PinSet {
+    outputs: std::sync::Mutex<std::collections::BTreeMap<u8, Box<dyn OutputPin>>>,
+    inputs: std::sync::Mutex<std::collections::BTreeMap<u8, Box<dyn InputPin>>>,
+    pwms: std::sync::Mutex<std::collections::BTreeMap<u8, Box<dyn PwmPin>>>,
+}
+
+fn held<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl PinSet {
+    /// An empty set.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Drives `pin` to `level`: the output already claimed, or a new claim (an
+    /// input claimed on the same pin is given up first).
+    pub fn write(&self, board: &crate::Board, pin: u8, level: Level) -> Result<()> {
+        let mut outs = held(&self.outputs);
+        if let Some(o) = outs.get_mut(&pin) {
+            return o.write(level);
+        }
+        held(&self.inputs).remove(&pin);
+        let o = board.gpio()?.claim_output(pin, level, DropState::Release)?;
+        outs.insert(pin, o);
+        Ok(())
+    }
+
+    /// The level of `pin`: the driven level of an output of this set, else the
+    /// line read as an input without pull (claimed on first read).
+    pub fn read(&self, board: &crate::Board, pin: u8) -> Result<Level> {
+        if let Some(o) = held(&self.outputs).get(&pin) {
+            return Ok(o.level());
+        }
+        let mut ins = held(&self.inputs);
+        if let Some(i) = ins.get(&pin) {
+            return i.read();
+        }
+        let i = board.gpio()?.claim_input(pin, Pull::None)?;
+        let level = i.read()?;
+        ins.insert(pin, i);
+        Ok(level)
+    }
+
+    /// Sets hardware PWM on `pin`: the duty, and the frequency when given (a new
+    /// claim starts at `frequency` or 1 kHz).
+    pub fn pwm(
+        &self,
+        board: &crate::Board,
+        pin: u8,
+        duty: Percent,
+        frequency: Option<Hertz>,
+    ) -> Result<()> {
+        let mut pwms = held(&self.pwms);
+        if let Some(p) = pwms.get_mut(&pin) {
+            if let Some(f) = frequency {
+                p.set_frequency(f)?;
+            }
+            return p.set_duty(duty);
+        }
+        let f = frequency.unwrap_or(Hertz(1000.0));
+        let p = board.gpio()?.claim_pwm(pin, f, duty, DropState::Low)?;
+        pwms.insert(pin, p);
+        Ok(())
+    }
+
+    /// Gives every pin up (each to its drop state).
+    pub fn clear(&self) {
+        held(&self.outputs).clear();
+        held(&self.inputs).clear();
+        held(&self.pwms).clear();
+    }
+}
+
+#[cfg(all(test, feature = "sim"))]
+mod pin_set_tests {
+    use super::*;
+    use crate::sim::{SimBoard, SimConfig};
+
+    #[test]
+    fn pins_are_claimed_once_reused_and_given_up() {
+        let sim = SimBoard::new(&SimConfig::default()).unwrap();
+        let board = sim.board();
+        let gpio = board.gpio().unwrap().clone();
+        // The sim board itself holds some lines (the fan pin).
+        let own = gpio.claimed();
+        let ours = || {
+            let mut c: Vec<u8> = gpio
+                .claimed()
+                .into_iter()
+                .filter(|p| !own.contains(p))
+                .collect();
+            c.sort_unstable();
+            c
+        };
+        let pins = PinSet::new();
+        pins.write(&board, 17, Level::High).unwrap();
+        pins.write(&board, 17, Level::Low).unwrap();
+        assert_eq!(pins.read(&board, 17).unwrap(), Level::Low);
+        pins.pwm(&board, 12, Percent::new(40.0).unwrap(), None)
+            .unwrap();
+        pins.pwm(&board, 12, Percent::new(60.0).unwrap(), Some(Hertz(500.0)))
+            .unwrap();
+        pins.read(&board, 22).unwrap();
+        assert_eq!(ours(), [12, 17, 22], "one claim per pin");
+        // An input becomes an output on write.
+        pins.write(&board, 22, Level::High).unwrap();
+        assert_eq!(pins.read(&board, 22).unwrap(), Level::High);
+        pins.clear();
+        assert!(ours().is_empty());
+    }
+}

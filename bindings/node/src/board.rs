@@ -1,7 +1,7 @@
 //! Boards (sim, linux, rpi) and samples.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use napi::Env;
@@ -10,19 +10,15 @@ use napi::threadsafe_function::UnknownReturnValue;
 use napi_derive::napi;
 use serde_json::{Value, json};
 use wrale_core::board::{BoardModel, BoardProfile};
-use wrale_core::model::{Level, Pull, SecurityKind};
+use wrale_core::model::{Level, SecurityKind};
 use wrale_core::units::{Celsius, Hertz, Percent};
-use wrale_hal::gpio::{DropState, InputPin, OutputPin, PwmPin};
+use wrale_hal::gpio::PinSet;
 use wrale_hal::sim::{SimBoard, SimFault};
 use wrale_hal::{BackendConfig, HalError};
 
 use crate::errors::{Failure, OrThrow};
 use crate::host::{HostFan, HostFn, HostThermal};
 use crate::{from_name, from_value, to_value};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 pub(crate) fn percent(what: &str, v: f64) -> Result<Percent, Failure> {
     Percent::new(v).map_err(|e| Failure::invalid_input("invalid_argument", format!("{what}: {e}")))
@@ -137,9 +133,7 @@ impl Sample {
 pub struct Board {
     pub(crate) board: wrale_hal::Board,
     sim: Option<SimBoard>,
-    outputs: Mutex<BTreeMap<u8, Box<dyn OutputPin>>>,
-    inputs: Mutex<BTreeMap<u8, Box<dyn InputPin>>>,
-    pwms: Mutex<BTreeMap<u8, Box<dyn PwmPin>>>,
+    pins: PinSet,
 }
 
 impl Board {
@@ -147,9 +141,7 @@ impl Board {
         Board {
             board,
             sim,
-            outputs: Mutex::default(),
-            inputs: Mutex::default(),
-            pwms: Mutex::default(),
+            pins: PinSet::new(),
         }
     }
 
@@ -375,40 +367,17 @@ impl Board {
     #[napi]
     pub fn gpio_write(&self, env: Env, pin: u8, high: bool) -> napi::Result<()> {
         let level = if high { Level::High } else { Level::Low };
-        let r = (|| -> wrale_hal::Result<()> {
-            let mut outs = lock(&self.outputs);
-            if let Some(o) = outs.get_mut(&pin) {
-                return o.write(level);
-            }
-            lock(&self.inputs).remove(&pin);
-            let o = self
-                .board
-                .gpio()?
-                .claim_output(pin, level, DropState::Release)?;
-            outs.insert(pin, o);
-            Ok(())
-        })();
-        r.or_throw(&env)
+        self.pins.write(&self.board, pin, level).or_throw(&env)
     }
 
     /// Reads a GPIO line (the driven level of an output this board claimed;
     /// else the line as an input without pull).
     #[napi]
     pub fn gpio_read(&self, env: Env, pin: u8) -> napi::Result<bool> {
-        let r = (|| -> wrale_hal::Result<bool> {
-            if let Some(o) = lock(&self.outputs).get(&pin) {
-                return Ok(o.level() == Level::High);
-            }
-            let mut ins = lock(&self.inputs);
-            if let Some(i) = ins.get(&pin) {
-                return Ok(i.read()? == Level::High);
-            }
-            let i = self.board.gpio()?.claim_input(pin, Pull::None)?;
-            let level = i.read()?;
-            ins.insert(pin, i);
-            Ok(level == Level::High)
-        })();
-        r.or_throw(&env)
+        self.pins
+            .read(&self.board, pin)
+            .map(|l| l == Level::High)
+            .or_throw(&env)
     }
 
     /// Sets a hardware PWM output (claimed on first use; 1 kHz by default).
@@ -421,20 +390,9 @@ impl Board {
         frequency_hz: Option<f64>,
     ) -> napi::Result<()> {
         let duty = percent("dutyPct", duty_pct).or_throw(&env)?;
-        let r = (|| -> wrale_hal::Result<()> {
-            let mut pwms = lock(&self.pwms);
-            if let Some(p) = pwms.get_mut(&pin) {
-                if let Some(f) = frequency_hz {
-                    p.set_frequency(Hertz(f))?;
-                }
-                return p.set_duty(duty);
-            }
-            let f = Hertz(frequency_hz.unwrap_or(1000.0));
-            let p = self.board.gpio()?.claim_pwm(pin, f, duty, DropState::Low)?;
-            pwms.insert(pin, p);
-            Ok(())
-        })();
-        r.or_throw(&env)
+        self.pins
+            .pwm(&self.board, pin, duty, frequency_hz.map(Hertz))
+            .or_throw(&env)
     }
 
     /// Runs the hardware diagnostics (`options`: the fields of

@@ -128,12 +128,7 @@ impl ThermalSensor for HostThermal {
     }
 
     fn kind(&self) -> SensorKind {
-        match self.id.as_str() {
-            "cpu" | "soc" => SensorKind::Cpu,
-            "gpu" => SensorKind::Gpu,
-            "ambient" => SensorKind::Ambient,
-            _ => SensorKind::Other,
-        }
+        SensorKind::for_sensor_id(&self.id)
     }
 
     fn read(&self) -> wrale_hal::Result<Celsius> {

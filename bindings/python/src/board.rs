@@ -1,15 +1,14 @@
 //! Boards (sim, linux, rpi, or sensors supplied by the host as callables) and samples.
 
-use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
 use wrale_core::board::{BoardModel, BoardProfile};
-use wrale_core::model::{Level, Pull, SecurityKind, SensorKind};
+use wrale_core::model::{Level, SecurityKind, SensorKind};
 use wrale_core::units::{Celsius, Hertz, Percent, Rpm};
-use wrale_hal::gpio::{DropState, InputPin, OutputPin, PwmPin};
+use wrale_hal::gpio::PinSet;
 use wrale_hal::sim::{SimBoard, SimFault};
 use wrale_hal::thermal::{Fan, ThermalSensor};
 use wrale_hal::{BackendConfig, HalError};
@@ -156,9 +155,7 @@ impl Fan for HostFan {
 pub struct Board {
     pub(crate) board: wrale_hal::Board,
     sim: Option<SimBoard>,
-    outputs: Mutex<BTreeMap<u8, Box<dyn OutputPin>>>,
-    inputs: Mutex<BTreeMap<u8, Box<dyn InputPin>>>,
-    pwms: Mutex<BTreeMap<u8, Box<dyn PwmPin>>>,
+    pins: PinSet,
 }
 
 impl Board {
@@ -166,9 +163,7 @@ impl Board {
         Board {
             board,
             sim,
-            outputs: Mutex::default(),
-            inputs: Mutex::default(),
-            pwms: Mutex::default(),
+            pins: PinSet::new(),
         }
     }
 
@@ -219,12 +214,7 @@ impl Board {
         let mut b = wrale_hal::Board::builder(profile, "host");
         for (k, v) in temperatures.iter() {
             let id: String = k.extract()?;
-            let kind = match id.as_str() {
-                "cpu" | "soc" => SensorKind::Cpu,
-                "gpu" => SensorKind::Gpu,
-                "ambient" => SensorKind::Ambient,
-                _ => SensorKind::Other,
-            };
+            let kind = SensorKind::for_sensor_id(&id);
             b = b.thermal(std::sync::Arc::new(HostThermal {
                 id,
                 kind,
@@ -343,39 +333,16 @@ impl Board {
     /// Drives a GPIO output (claimed on first use, released when the board is dropped).
     fn gpio_write(&self, py: Python<'_>, pin: u8, high: bool) -> PyResult<()> {
         let level = if high { Level::High } else { Level::Low };
-        py.detach(|| -> wrale_hal::Result<()> {
-            let mut outs = lock(&self.outputs);
-            if let Some(o) = outs.get_mut(&pin) {
-                return o.write(level);
-            }
-            lock(&self.inputs).remove(&pin);
-            let o = self
-                .board
-                .gpio()?
-                .claim_output(pin, level, DropState::Release)?;
-            outs.insert(pin, o);
-            Ok(())
-        })
-        .map_err(py_err)
+        py.detach(|| self.pins.write(&self.board, pin, level))
+            .map_err(py_err)
     }
 
     /// Reads a GPIO line (the driven level of an output this board claimed; else
     /// the line as an input without pull).
     fn gpio_read(&self, py: Python<'_>, pin: u8) -> PyResult<bool> {
-        py.detach(|| -> wrale_hal::Result<bool> {
-            if let Some(o) = lock(&self.outputs).get(&pin) {
-                return Ok(o.level() == Level::High);
-            }
-            let mut ins = lock(&self.inputs);
-            if let Some(i) = ins.get(&pin) {
-                return Ok(i.read()? == Level::High);
-            }
-            let i = self.board.gpio()?.claim_input(pin, Pull::None)?;
-            let level = i.read()?;
-            ins.insert(pin, i);
-            Ok(level == Level::High)
-        })
-        .map_err(py_err)
+        py.detach(|| self.pins.read(&self.board, pin))
+            .map(|l| l == Level::High)
+            .map_err(py_err)
     }
 
     /// Sets a hardware PWM output (claimed on first use).
@@ -388,18 +355,9 @@ impl Board {
         frequency_hz: Option<f64>,
     ) -> PyResult<()> {
         let duty = percent("duty_pct", duty_pct)?;
-        py.detach(|| -> wrale_hal::Result<()> {
-            let mut pwms = lock(&self.pwms);
-            if let Some(p) = pwms.get_mut(&pin) {
-                if let Some(f) = frequency_hz {
-                    p.set_frequency(Hertz(f))?;
-                }
-                return p.set_duty(duty);
-            }
-            let f = Hertz(frequency_hz.unwrap_or(1000.0));
-            let p = self.board.gpio()?.claim_pwm(pin, f, duty, DropState::Low)?;
-            pwms.insert(pin, p);
-            Ok(())
+        py.detach(|| {
+            self.pins
+                .pwm(&self.board, pin, duty, frequency_hz.map(Hertz))
         })
         .map_err(py_err)
     }

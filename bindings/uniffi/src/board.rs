@@ -1,23 +1,18 @@
 //! Boards (sim, linux, rpi): samples, GPIO, PWM, fans, diagnostics and the
 //! simulator's controls.
 
-use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
 use wrale_core::board::BoardModel;
-use wrale_core::model::{Level, Pull, SecurityKind};
+use wrale_core::model::{Level, SecurityKind};
 use wrale_core::units::{Celsius, Hertz, Percent};
-use wrale_hal::gpio::{DropState, InputPin, OutputPin, PwmPin};
+use wrale_hal::gpio::PinSet;
 use wrale_hal::sim::{SimBoard, SimFault};
 use wrale_hal::{BackendConfig, HalError};
 
 use crate::{Sample, WraleError, from_json, from_name, to_json};
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 pub(crate) fn percent(what: &str, v: f64) -> Result<Percent, WraleError> {
     Percent::new(v).map_err(|e| WraleError::invalid_argument(format!("{what}: {e}")))
@@ -69,9 +64,7 @@ pub struct SimOptions {
 pub struct Board {
     pub(crate) board: wrale_hal::Board,
     sim: Option<SimBoard>,
-    outputs: Mutex<BTreeMap<u8, Box<dyn OutputPin>>>,
-    inputs: Mutex<BTreeMap<u8, Box<dyn InputPin>>>,
-    pwms: Mutex<BTreeMap<u8, Box<dyn PwmPin>>>,
+    pins: PinSet,
 }
 
 impl Board {
@@ -79,9 +72,7 @@ impl Board {
         Arc::new(Board {
             board,
             sim,
-            outputs: Mutex::default(),
-            inputs: Mutex::default(),
-            pwms: Mutex::default(),
+            pins: PinSet::new(),
         })
     }
 
@@ -244,49 +235,21 @@ impl Board {
     /// Drives a GPIO output (claimed on first use, released with the board).
     pub fn gpio_write(&self, pin: u8, high: bool) -> Result<(), WraleError> {
         let level = if high { Level::High } else { Level::Low };
-        let mut outs = lock(&self.outputs);
-        if let Some(o) = outs.get_mut(&pin) {
-            return Ok(o.write(level)?);
-        }
-        lock(&self.inputs).remove(&pin);
-        let o = self
-            .board
-            .gpio()?
-            .claim_output(pin, level, DropState::Release)?;
-        outs.insert(pin, o);
-        Ok(())
+        Ok(self.pins.write(&self.board, pin, level)?)
     }
 
     /// Reads a GPIO line (the driven level of an output this board claimed,
     /// else the line as an input without pull).
     pub fn gpio_read(&self, pin: u8) -> Result<bool, WraleError> {
-        if let Some(o) = lock(&self.outputs).get(&pin) {
-            return Ok(o.level() == Level::High);
-        }
-        let mut ins = lock(&self.inputs);
-        if let Some(i) = ins.get(&pin) {
-            return Ok(i.read()? == Level::High);
-        }
-        let i = self.board.gpio()?.claim_input(pin, Pull::None)?;
-        let level = i.read()?;
-        ins.insert(pin, i);
-        Ok(level == Level::High)
+        Ok(self.pins.read(&self.board, pin)? == Level::High)
     }
 
     /// Sets a hardware PWM output (claimed on first use; 1 kHz unless given).
     pub fn pwm(&self, pin: u8, duty_pct: f64, frequency_hz: Option<f64>) -> Result<(), WraleError> {
         let duty = percent("duty_pct", duty_pct)?;
-        let mut pwms = lock(&self.pwms);
-        if let Some(p) = pwms.get_mut(&pin) {
-            if let Some(f) = frequency_hz {
-                p.set_frequency(Hertz(f))?;
-            }
-            return Ok(p.set_duty(duty)?);
-        }
-        let f = Hertz(frequency_hz.unwrap_or(1000.0));
-        let p = self.board.gpio()?.claim_pwm(pin, f, duty, DropState::Low)?;
-        pwms.insert(pin, p);
-        Ok(())
+        Ok(self
+            .pins
+            .pwm(&self.board, pin, duty, frequency_hz.map(Hertz))?)
     }
 
     /// Runs the hardware diagnostics (`options_json`: the fields of

@@ -178,6 +178,20 @@ pub enum SensorKind {
     Other,
 }
 
+impl SensorKind {
+    /// The kind a sensor's conventional id names (`cpu`/`soc`, `gpu`,
+    /// `ambient`; anything else is `Other`): for sensors a host program
+    /// supplies by id, such as the bindings' callback boards.
+    pub fn for_sensor_id(id: &str) -> SensorKind {
+        match id {
+            "cpu" | "soc" => SensorKind::Cpu,
+            "gpu" => SensorKind::Gpu,
+            "ambient" => SensorKind::Ambient,
+            _ => SensorKind::Other,
+        }
+    }
+}
+
 /// A kind of physical-security input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -332,6 +346,15 @@ impl StorageWear {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sensor_kinds_from_conventional_ids() {
+        assert_eq!(SensorKind::for_sensor_id("cpu"), SensorKind::Cpu);
+        assert_eq!(SensorKind::for_sensor_id("soc"), SensorKind::Cpu);
+        assert_eq!(SensorKind::for_sensor_id("gpu"), SensorKind::Gpu);
+        assert_eq!(SensorKind::for_sensor_id("ambient"), SensorKind::Ambient);
+        assert_eq!(SensorKind::for_sensor_id("nvme0"), SensorKind::Other);
+    }
 
     #[test]
     fn throttle_bits_round_trip() {
