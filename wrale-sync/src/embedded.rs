@@ -55,7 +55,6 @@
 //! # Ok(()) }
 //! ```
 
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -67,7 +66,7 @@ use tokio_util::sync::CancellationToken;
 use wrale_core::model::{Alert, Command, CommandRequest, DeviceInfo, Sample};
 use wrale_core::policy::{Action, Decision, PolicyLayer, PolicySet, SafetyState, Verdict};
 use wrale_hal::Board;
-use wrale_hal::gpio::{DropState, OutputPin, PwmPin};
+use wrale_hal::gpio::PinSet;
 
 use crate::Author;
 use crate::agent::{
@@ -116,6 +115,30 @@ impl Default for DeviceConfig {
                 ..AgentConfig::default()
             },
         }
+    }
+}
+
+impl DeviceConfig {
+    /// The settings a host program's device uses: samples every `interval`,
+    /// telemetry shipped at the same pace (kept between 100 ms and 1 s), and
+    /// quick reconnects (200 ms backoff, at most 5 s) since the program, not
+    /// a fleet of daemons, is waiting on the link.
+    pub fn sampling_every(
+        interval: Duration,
+        step_clock: bool,
+        layers: Vec<PolicyLayer>,
+    ) -> DeviceConfig {
+        let mut config = DeviceConfig {
+            interval,
+            step_clock,
+            layers,
+            ..DeviceConfig::default()
+        };
+        config.agent.telemetry_interval =
+            interval.clamp(Duration::from_millis(100), Duration::from_secs(1));
+        config.agent.backoff.initial = Duration::from_millis(200);
+        config.agent.backoff.max = Duration::from_secs(5);
+        config
     }
 }
 
@@ -292,8 +315,7 @@ impl EmbeddedDevice {
             agent: handle.clone(),
             ring,
             status: status_tx,
-            outputs: BTreeMap::new(),
-            pwms: BTreeMap::new(),
+            pins: PinSet::new(),
         };
         let sampler = tokio::spawn(sampler.run(cancel.clone(), commands));
         Ok(EmbeddedDevice {
@@ -365,8 +387,7 @@ struct Sampler {
     agent: AgentHandle,
     ring: Arc<Mutex<RingBuffer>>,
     status: watch::Sender<DeviceStatus>,
-    outputs: BTreeMap<u8, Box<dyn OutputPin>>,
-    pwms: BTreeMap<u8, Box<dyn PwmPin>>,
+    pins: PinSet,
 }
 
 impl Sampler {
@@ -419,8 +440,7 @@ impl Sampler {
                 self.set_error(format!("fail-safe fan {}: {e}", fan.id()));
             }
         }
-        self.outputs.clear();
-        self.pwms.clear();
+        self.pins.clear();
     }
 
     fn policy(&self) -> Arc<PolicySet> {
@@ -625,36 +645,12 @@ impl Sampler {
     fn execute(&mut self, command: &Command) -> wrale_hal::Result<()> {
         match command {
             Command::SetFanDuty { fan, duty } => self.board.fan(fan)?.set_duty(*duty),
-            Command::SetGpio { pin, level } => {
-                if let Some(out) = self.outputs.get_mut(pin) {
-                    return out.write(*level);
-                }
-                let out = self
-                    .board
-                    .gpio()?
-                    .claim_output(*pin, *level, DropState::Release)?;
-                self.outputs.insert(*pin, out);
-                Ok(())
-            }
+            Command::SetGpio { pin, level } => self.pins.write(&self.board, *pin, *level),
             Command::SetPwm {
                 pin,
                 duty,
                 frequency,
-            } => {
-                if let Some(p) = self.pwms.get_mut(pin) {
-                    if let Some(f) = frequency {
-                        p.set_frequency(*f)?;
-                    }
-                    return p.set_duty(*duty);
-                }
-                let f = frequency.unwrap_or(wrale_core::units::Hertz(1000.0));
-                let p = self
-                    .board
-                    .gpio()?
-                    .claim_pwm(*pin, f, *duty, DropState::Low)?;
-                self.pwms.insert(*pin, p);
-                Ok(())
-            }
+            } => self.pins.pwm(&self.board, *pin, *duty, *frequency),
             Command::SelectPowerSource { source } => match self.board.supply() {
                 Some(supply) => supply.select(*source),
                 None => Ok(()),

@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use napi::Env;
 use napi::bindgen_prelude::{PromiseRaw, within_runtime_if_available};
@@ -74,16 +73,11 @@ impl Plan {
             .map(|text| PolicyLayer::from_toml(text, "<node>"))
             .collect::<Result<Vec<_>, _>>()?;
         let interval = secs("intervalS", o.interval_s.unwrap_or(1.0))?;
-        let mut config = DeviceConfig {
+        let config = DeviceConfig::sampling_every(
             interval,
-            step_clock: o.step_clock.unwrap_or_else(|| board.is_virtual_sim()),
+            o.step_clock.unwrap_or_else(|| board.is_virtual_sim()),
             layers,
-            ..DeviceConfig::default()
-        };
-        config.agent.telemetry_interval =
-            interval.clamp(Duration::from_millis(100), Duration::from_secs(1));
-        config.agent.backoff.initial = Duration::from_millis(200);
-        config.agent.backoff.max = Duration::from_secs(5);
+        );
         Ok(Plan {
             board: board.board.clone(),
             dir: PathBuf::from(dir),

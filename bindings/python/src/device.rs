@@ -77,16 +77,11 @@ impl Device {
             .map(|(text, source)| PolicyLayer::from_toml(text, source).map_err(py_err))
             .collect::<PyResult<Vec<_>>>()?;
         let interval = secs("interval_s", interval_s)?;
-        let mut config = DeviceConfig {
+        let config = DeviceConfig::sampling_every(
             interval,
-            step_clock: step_clock.unwrap_or_else(|| board.is_virtual_sim()),
+            step_clock.unwrap_or_else(|| board.is_virtual_sim()),
             layers,
-            ..DeviceConfig::default()
-        };
-        config.agent.telemetry_interval =
-            interval.clamp(Duration::from_millis(100), Duration::from_secs(1));
-        config.agent.backoff.initial = Duration::from_millis(200);
-        config.agent.backoff.max = Duration::from_secs(5);
+        );
         let fleet = match (fleet_url, credential) {
             (Some(url), Some(cred)) => Some(FleetLink::for_fleetd(url, &id, cred)),
             (None, None) => None,

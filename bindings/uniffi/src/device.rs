@@ -4,7 +4,6 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
 
 use serde_json::json;
 use wrale_client::models::EnrollRequest;
@@ -162,16 +161,11 @@ impl Plan {
             .map(|text| PolicyLayer::from_toml(text, "<kotlin>"))
             .collect::<Result<Vec<_>, _>>()?;
         let interval = secs("interval_s", o.interval_s)?;
-        let mut config = DeviceConfig {
+        let config = DeviceConfig::sampling_every(
             interval,
-            step_clock: o.step_clock.unwrap_or_else(|| board.is_virtual_sim()),
+            o.step_clock.unwrap_or_else(|| board.is_virtual_sim()),
             layers,
-            ..DeviceConfig::default()
-        };
-        config.agent.telemetry_interval =
-            interval.clamp(Duration::from_millis(100), Duration::from_secs(1));
-        config.agent.backoff.initial = Duration::from_millis(200);
-        config.agent.backoff.max = Duration::from_secs(5);
+        );
         Ok(Plan {
             board: board.board.clone(),
             dir: PathBuf::from(dir),
