@@ -57,8 +57,11 @@ pub struct SimConfig {
     pub seed: u64,
     /// Virtual time (default, stepped explicitly or by `Clock::sleep`) or real time.
     pub time: SimTime,
-    /// Virtual time at start (default 2026-01-01T00:00:00Z).
-    pub start: Timestamp,
+    /// Virtual time at start. Unset: [`DEFAULT_SIM_START`] (2026-01-01T00:00:00Z),
+    /// so runs are reproducible; a daemon running in real time sets it to the wall
+    /// clock when the config leaves it unset (metald does).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub start: Option<Timestamp>,
     /// Room temperature; default: the profile's `thermal_model.ambient_c` (22 °C for Pis).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ambient_c: Option<Celsius>,
@@ -95,7 +98,7 @@ impl Default for SimConfig {
             profile: None,
             seed: 0,
             time: SimTime::Virtual,
-            start: DEFAULT_SIM_START,
+            start: None,
             ambient_c: None,
             load_pct: Percent::ZERO,
             cooling: None,
@@ -111,6 +114,11 @@ impl Default for SimConfig {
 }
 
 impl SimConfig {
+    /// When virtual time starts: [`start`](Self::start), or [`DEFAULT_SIM_START`].
+    pub fn start_or_default(&self) -> Timestamp {
+        self.start.unwrap_or(DEFAULT_SIM_START)
+    }
+
     /// A default config for `model`.
     pub fn for_model(model: BoardModel) -> Self {
         Self {

@@ -313,7 +313,14 @@ async fn open_board(config: &Config) -> anyhow::Result<(Board, Option<OpenedSim>
     let opened = tokio::task::spawn_blocking(move || -> wrale_hal::Result<_> {
         #[cfg(feature = "sim")]
         if let wrale_hal::BackendConfig::Sim(c) = &hal {
-            let sim = wrale_hal::sim::SimBoard::new(c)?;
+            // metald samples in real time (the sampling loop is paced by the wall
+            // clock), so a simulated board starts at the wall clock unless the
+            // config fixes `hal.start` (deterministic tests and scripts).
+            let mut c = c.clone();
+            c.start = c
+                .start
+                .or_else(|| Some(Timestamp::from_system(std::time::SystemTime::now())));
+            let sim = wrale_hal::sim::SimBoard::new(&c)?;
             let virtual_time = c.time == wrale_hal::sim::SimTime::Virtual;
             return Ok((sim.board(), Some(OpenedSim { sim, virtual_time })));
         }

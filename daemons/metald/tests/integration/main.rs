@@ -13,6 +13,7 @@ mod reload;
 mod reported;
 mod safemode;
 mod safety;
+mod sim_clock;
 mod stream;
 mod support;
 mod workloads;

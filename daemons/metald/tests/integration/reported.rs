@@ -9,7 +9,7 @@ use serde_json::Value;
 use wrale_core::Timestamp;
 use wrale_hal::sim::DEFAULT_SIM_START;
 
-use crate::support::{SIM, TestDaemon, VIEWER};
+use crate::support::{TestDaemon, VIEWER};
 
 async fn reported(d: &TestDaemon) -> Value {
     d.get_json("/api/v1/twin", VIEWER).await["reported"].clone()
@@ -17,9 +17,12 @@ async fn reported(d: &TestDaemon) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reboot_of_the_board_changes_the_reported_boot_id() {
-    // 20 ms samples on virtual time: the board reboots after 150 samples.
+    // 20 ms samples on virtual time from a fixed start: the board reboots after
+    // 150 samples.
     let d = TestDaemon::start_toml(&format!(
-        "{SIM}[[hal.script]]\nat = \"3s\"\naction = \"reboot\"\n"
+        "[hal]\nbackend = \"sim\"\nnoise = false\nstart = \"{DEFAULT_SIM_START}\"\n\
+         [sampling]\ninterval = \"20ms\"\n\
+         [[hal.script]]\nat = \"3s\"\naction = \"reboot\"\n"
     ))
     .await;
     d.wait_ready().await;
