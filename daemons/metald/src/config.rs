@@ -236,7 +236,7 @@ impl Default for DataConfig {
 pub struct ShutdownConfig {
     /// Program and arguments run for an emergency shutdown (not on `sim`).
     pub command: Vec<String>,
-    /// Program and arguments run for a `reboot` command (not on `sim`).
+    /// Program and arguments run for a `reboot` command (on `sim` the simulated board reboots instead).
     pub reboot_command: Vec<String>,
 }
 

@@ -340,7 +340,8 @@ type Step = Option<Box<dyn FnMut(Duration) + Send>>;
 
 /// For a simulated board: a clock driver (virtual time advances one sampling
 /// interval per sample) and a power-off that powers the simulated board off, raises
-/// a `simulated_power_off` alert and stops the daemon, as a real power-off would.
+/// a `simulated_power_off` alert and stops the daemon, as a real power-off would,
+/// and reboots it in place for a `reboot` command.
 #[cfg(feature = "sim")]
 fn sim_parts(sim: Option<OpenedSim>, state: &AppState) -> (Step, Option<Box<dyn PowerOff>>) {
     let Some(OpenedSim { sim, virtual_time }) = sim else {
@@ -383,6 +384,26 @@ impl PowerOff for SimPowerOff {
         });
         self.state.shutdown_token().cancel();
         Ok(())
+    }
+
+    fn can_reboot(&self) -> bool {
+        true
+    }
+
+    /// Reboots the simulated board in place: a new boot id, the boot time now,
+    /// the sticky throttle bits cleared; metald keeps running.
+    fn reboot(&mut self, reason: &str) -> Result<(), String> {
+        tracing::warn!("rebooting the simulated board: {reason}");
+        self.sim.reboot();
+        if self.sim.is_powered() {
+            Ok(())
+        } else {
+            Err("the simulated board did not come back: no power source can feed it".into())
+        }
+    }
+
+    fn reboots_in_place(&self) -> bool {
+        true
     }
 }
 

@@ -49,6 +49,13 @@ pub trait PowerOff: Send + 'static {
         let _ = reason;
         Err("reboot is not supported on this device".into())
     }
+
+    /// Whether metald keeps running through [`reboot`](Self::reboot) (a simulated
+    /// board reboots in place). The sampling loop then starts the configured
+    /// workloads again, as a restarted metald would on a real board.
+    fn reboots_in_place(&self) -> bool {
+        false
+    }
 }
 
 fn run_program(command: &[String]) -> Result<(), String> {
@@ -143,7 +150,7 @@ pub enum CommandError {
     /// The command names something this device does not have (fan, workload).
     #[error("{0}")]
     NotFound(String),
-    /// This device cannot do that (no battery, no power switch, no reboot on `sim`).
+    /// This device cannot do that (no battery, no power switch).
     #[error("{0}")]
     Unsupported(String),
     /// The hardware refused the command's arguments (a PWM frequency out of range,
@@ -833,7 +840,7 @@ impl Loop {
                 return unsupported("this board has no battery");
             }
             Command::Reboot if !self.power_off.can_reboot() => {
-                return unsupported("this device cannot be rebooted by metald (the sim backend)");
+                return unsupported("this device cannot be rebooted by metald");
             }
             Command::StartWorkload { workload }
             | Command::ThrottleWorkload { workload }
@@ -1238,7 +1245,14 @@ impl Loop {
         } else {
             self.power_off.power_off(why)
         };
-        r.map_err(CommandError::Failed)
+        r.map_err(CommandError::Failed)?;
+        if reboot && self.power_off.reboots_in_place() {
+            // The board is back up and metald still runs: the workloads start
+            // again as after a boot; the engine re-decides on the next sample.
+            let specs = self.state.config().workloads.clone();
+            self.runtime.block_on(workloads.apply(&specs));
+        }
+        Ok(())
     }
 
     /// Drops every output a command claimed: each goes to its fail-safe (drop) state.

@@ -610,3 +610,41 @@ async fn without_a_fleet_local_desired_edits_switch_workloads_and_are_reported()
     );
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reboot_from_the_fleet_reboots_the_simulated_board() {
+    let fleet = Fleet::start().await;
+    let cred = tempfile::tempdir().unwrap();
+    let d = metald(&fleet, &cred).await;
+    wait_for("the session", async || fleet.connected()).await;
+    let boot_of = |r: &BTreeMap<String, FieldValue>| match r.get("boot_id") {
+        Some(FieldValue::Str(id)) => Some(id.clone()),
+        _ => None,
+    };
+    wait_for("the first boot at the fleet", async || {
+        boot_of(&fleet.reported()).is_some()
+    })
+    .await;
+    let first = boot_of(&fleet.reported()).unwrap();
+    let reboot = CommandRequest::new(
+        Actor::User("alice".into()),
+        "kernel update",
+        Command::Reboot,
+    );
+    let reply = fleet
+        .hub
+        .send_command(&Fleet::device(), reboot, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(reply.status, CommandStatus::Done, "{reply:?}");
+    // The new boot reaches the fleet's copy of `reported`, with its time.
+    wait_for("the new boot at the fleet", async || {
+        boot_of(&fleet.reported()).is_some_and(|id| id != first)
+    })
+    .await;
+    let reported = fleet.reported();
+    assert!(reported.contains_key("booted_at"), "{reported:?}");
+    // metald keeps running and syncing after the reboot.
+    assert_eq!(mode(&d).await, "normal");
+    d.stop().await.unwrap();
+}

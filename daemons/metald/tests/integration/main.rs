@@ -14,6 +14,7 @@ mod reported;
 mod safemode;
 mod safety;
 mod sim_clock;
+mod sim_reboot;
 mod stream;
 mod support;
 mod workloads;
