@@ -45,7 +45,25 @@ impl ApiError {
         Self::new(StatusCode::FORBIDDEN, "forbidden", message)
     }
 
-    /// 400 `invalid_request`: the request body or parameters are unusable.
+    /// 400 `invalid_body`: the request body is unusable (malformed JSON, a wrong
+    /// type, an unknown or missing field), as fleetd answers (docs/fleet-api.md).
+    pub fn invalid_body(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "invalid_body", message)
+    }
+
+    /// 400 `invalid_query`: a query parameter is unusable, naming it as `param`
+    /// (when known).
+    pub fn invalid_query(param: &str, message: impl Into<String>) -> Self {
+        let e = Self::new(StatusCode::BAD_REQUEST, "invalid_query", message);
+        if param.is_empty() {
+            e
+        } else {
+            e.with_detail("param", param)
+        }
+    }
+
+    /// 400 `invalid_request`: the request itself is unusable (a plain GET on a
+    /// WebSocket route), as fleetd answers.
     pub fn invalid_request(message: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
     }
@@ -127,14 +145,14 @@ impl From<JsonRejection> for ApiError {
                 "expected a JSON body with `Content-Type: application/json`",
             ),
             // The data error's text names the field path (axum uses serde_path_to_error).
-            JsonRejection::JsonDataError(e) => Self::invalid_request(e.body_text()),
-            JsonRejection::JsonSyntaxError(e) => Self::invalid_request(e.body_text()),
-            other => Self::invalid_request(other.body_text()),
+            JsonRejection::JsonDataError(e) => Self::invalid_body(e.body_text()),
+            JsonRejection::JsonSyntaxError(e) => Self::invalid_body(e.body_text()),
+            other => Self::invalid_body(other.body_text()),
         }
     }
 }
 
-/// A JSON request body whose rejections are [`ApiError`]s (400 `invalid_request`
+/// A JSON request body whose rejections are [`ApiError`]s (400 `invalid_body`
 /// naming the field, 415 without a JSON content type).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ApiJson<T>(pub T);

@@ -836,7 +836,7 @@ impl FleetHandle {
         let mut writes = Vec::with_capacity(patch.len());
         for (key, value) in patch {
             if !DesiredConfig::is_known_key(&key) {
-                return Err(ApiError::invalid_request(format!(
+                return Err(ApiError::invalid_body(format!(
                     "{key}: not a desired field (warn_c, throttle_c, critical_c, fan_profile, \
                      fan_curve, min_fan_duty_pct, policy_overrides, config_version, gpio.<pin>, \
                      workload.<name>)"
@@ -852,7 +852,7 @@ impl FleetHandle {
                 }),
                 Value::String(s) => Some(FieldValue::Str(s)),
                 other => {
-                    return Err(ApiError::invalid_request(format!(
+                    return Err(ApiError::invalid_body(format!(
                         "{key}: expected a string, number, boolean or null, found {other}"
                     ))
                     .with_detail("field", key));
@@ -874,7 +874,7 @@ impl FleetHandle {
                     };
                 }
                 let cfg = DesiredConfig::from_fields(&fields)
-                    .map_err(|e| ApiError::invalid_request(e.to_string()))?;
+                    .map_err(|e| ApiError::invalid_body(e.to_string()))?;
                 validator
                     .validate(&cfg)
                     .map_err(|r| ApiError::policy_violation(&r.rule, r.reason))?;

@@ -24,15 +24,15 @@ use crate::sampler::ModeRequest;
 /// Parses `bytes` as a JSON object; 400 naming the problem otherwise.
 fn object(bytes: &Bytes) -> Result<Map<String, Value>, ApiError> {
     let v: Value = serde_json::from_slice(bytes)
-        .map_err(|e| ApiError::invalid_request(format!("the body is not JSON: {e}")))?;
+        .map_err(|e| ApiError::invalid_body(format!("the body is not JSON: {e}")))?;
     match v {
         Value::Object(m) => Ok(m),
-        _ => Err(ApiError::invalid_request("the body must be a JSON object")),
+        _ => Err(ApiError::invalid_body("the body must be a JSON object")),
     }
 }
 
 fn field_error(field: &str, message: impl std::fmt::Display) -> ApiError {
-    ApiError::invalid_request(format!("{field}: {message}")).with_detail("field", field)
+    ApiError::invalid_body(format!("{field}: {message}")).with_detail("field", field)
 }
 
 /// Takes the `reason` out of a body: a non-empty string.
@@ -103,7 +103,7 @@ pub fn parse_command(m: Map<String, Value>) -> Result<Command, ApiError> {
                     return Err(field_error(key, msg));
                 }
             }
-            Err(ApiError::invalid_request(msg))
+            Err(ApiError::invalid_body(msg))
         }
     }
 }
@@ -173,7 +173,7 @@ pub(super) async fn confirm(
     let command = match m.get("command") {
         None | Some(Value::Null) => None,
         Some(Value::Object(c)) => Some(parse_command(c.clone()).map_err(|e| {
-            ApiError::invalid_request(format!("command.{}", e.message()))
+            ApiError::invalid_body(format!("command.{}", e.message()))
                 .with_detail("field", "command")
         })?),
         Some(_) => return Err(field_error("command", "must be a command object")),

@@ -286,8 +286,7 @@ async fn workloads(State(s): State<ApiState>) -> Json<Value> {
 }
 
 /// Query of `GET /api/v1/audit`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct AuditQuery {
     /// At most this many records (default 100, at most 1000).
     limit: Option<usize>,
@@ -295,18 +294,45 @@ struct AuditQuery {
     before: Option<u64>,
 }
 
+impl AuditQuery {
+    /// Parses the query parameters; 400 `invalid_query` naming the parameter.
+    fn parse(params: &std::collections::BTreeMap<String, String>) -> Result<Self, ApiError> {
+        let mut q = AuditQuery::default();
+        for (name, value) in params {
+            let bad = |e: std::num::ParseIntError| {
+                ApiError::invalid_query(name, format!("{name}: {value:?}: {e}"))
+            };
+            match name.as_str() {
+                "limit" => q.limit = Some(value.parse().map_err(bad)?),
+                "before" => q.before = Some(value.parse().map_err(bad)?),
+                _ => {
+                    return Err(ApiError::invalid_query(
+                        name,
+                        format!("{name}: unknown parameter (expected limit, before)"),
+                    ));
+                }
+            }
+        }
+        Ok(q)
+    }
+}
+
 /// `GET /api/v1/audit?limit=&before=`: audit records, newest first.
 async fn audit(
     State(s): State<ApiState>,
-    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+    query: Result<
+        Query<std::collections::BTreeMap<String, String>>,
+        axum::extract::rejection::QueryRejection,
+    >,
 ) -> Result<Json<Value>, ApiError> {
-    let Query(q) = query.map_err(|e| ApiError::invalid_request(e.body_text()))?;
+    let Query(params) = query.map_err(|e| ApiError::invalid_query("", e.body_text()))?;
+    let q = AuditQuery::parse(&params)?;
     let limit = q.limit.unwrap_or(100);
     if limit == 0 || limit > 1000 {
-        return Err(
-            ApiError::invalid_request("limit: must be between 1 and 1000")
-                .with_detail("field", "limit"),
-        );
+        return Err(ApiError::invalid_query(
+            "limit",
+            "limit: must be between 1 and 1000",
+        ));
     }
     let persist = s.persist.clone();
     let records = tokio::task::spawn_blocking(move || persist.audit().page(q.before, limit))
@@ -404,7 +430,7 @@ async fn diagnostics(
     } else {
         let de = &mut serde_json::Deserializer::from_slice(&body);
         serde_path_to_error::deserialize(de)
-            .map_err(|e| ApiError::invalid_request(format!("{}: {}", e.path(), e.inner())))?
+            .map_err(|e| ApiError::invalid_body(format!("{}: {}", e.path(), e.inner())))?
     };
     let report = s.commands.diagnostics(options, &who.name).await?;
     Ok(Json(json!(report)))

@@ -210,7 +210,7 @@ async fn fan_command_is_validated_and_applied() {
     d.wait_reading("fan at 80 %", |v| fan_duty(v) == Some(80.0))
         .await;
 
-    // Bad bodies: 400 invalid_request naming the problem.
+    // Bad bodies: 400 invalid_body naming the problem.
     for (body, needle) in [
         (r#"{"fan": "fan0", "duty_pct": "lots"}"#, "duty_pct"),
         (r#"{"fan": "fan0", "duty_pct": 150}"#, "duty_pct"),
@@ -222,7 +222,7 @@ async fn fan_command_is_validated_and_applied() {
             error_code(d.post_json("/api/v1/fan", Some(OPERATOR), body).await).await;
         assert_eq!(
             (status, code.as_str()),
-            (400, "invalid_request"),
+            (400, "invalid_body"),
             "{body}: {v}"
         );
         let msg = v["error"]["message"].as_str().unwrap();
@@ -385,7 +385,7 @@ async fn diagnostics_run_on_the_board() {
         .await,
     )
     .await;
-    assert_eq!((status, code.as_str()), (400, "invalid_request"), "{v}");
+    assert_eq!((status, code.as_str()), (400, "invalid_body"), "{v}");
     assert!(
         v["error"]["message"].as_str().unwrap().contains("checks"),
         "{v}"

@@ -84,7 +84,7 @@ async fn commands_need_an_operator_and_a_well_formed_body() {
     ] {
         let (status, v) = post(&d, CMD, OPERATOR, body).await;
         assert_eq!(status, 400, "{body} -> {v}");
-        assert_eq!(v["error"]["code"], "invalid_request", "{body} -> {v}");
+        assert_eq!(v["error"]["code"], "invalid_body", "{body} -> {v}");
         assert_eq!(v["error"]["field"], field, "{body} -> {v}");
         assert!(
             v["error"]["message"].as_str().unwrap().contains(field),
@@ -94,7 +94,7 @@ async fn commands_need_an_operator_and_a_well_formed_body() {
     let (status, v) = post(&d, CMD, OPERATOR, "not json").await;
     assert_eq!(
         (status, v["error"]["code"].as_str()),
-        (400, Some("invalid_request"))
+        (400, Some("invalid_body"))
     );
     // Nothing of that reached the audit log.
     let audit = d.get_json("/api/v1/audit", VIEWER).await;

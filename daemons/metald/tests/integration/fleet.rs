@@ -350,7 +350,7 @@ async fn a_desired_config_below_the_floor_is_rejected_with_the_reason() {
         .await
         .unwrap();
     let (status, code, v) = error_code(resp).await;
-    assert_eq!((status, code.as_str()), (400, "invalid_request"), "{v}");
+    assert_eq!((status, code.as_str()), (400, "invalid_body"), "{v}");
     assert_eq!(v["error"]["field"], "warp_c", "{v}");
     d.stop().await.unwrap();
 }

@@ -47,7 +47,7 @@ async fn audit_lists_accepted_and_refused_commands_whoever_sends_them() {
         .await,
     )
     .await;
-    assert_eq!((status, code.as_str()), (400, "invalid_request"));
+    assert_eq!((status, code.as_str()), (400, "invalid_body"));
     assert!(
         v["error"]["message"].as_str().unwrap().contains("duty_pct"),
         "{v}"
@@ -75,8 +75,12 @@ async fn audit_lists_accepted_and_refused_commands_whoever_sends_them() {
     assert_eq!(records(&page).len(), 1);
     assert_eq!(records(&page)[0]["seq"], 2);
     assert_eq!(page["next_before"], 2);
-    let (status, _, _) = error_code(d.get("/api/v1/audit?limit=0", Some(VIEWER)).await).await;
-    assert_eq!(status, 400);
+    let (status, code, v) = error_code(d.get("/api/v1/audit?limit=0", Some(VIEWER)).await).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_query"), "{v}");
+    assert_eq!(v["error"]["param"], "limit", "{v}");
+    let (status, code, v) = error_code(d.get("/api/v1/audit?before=x", Some(VIEWER)).await).await;
+    assert_eq!((status, code.as_str()), (400, "invalid_query"), "{v}");
+    assert_eq!(v["error"]["param"], "before", "{v}");
     assert_eq!(d.get("/api/v1/audit", None).await.status(), 401);
 
     let twin = d.get_json("/api/v1/twin", VIEWER).await;
