@@ -9,6 +9,10 @@
 ;(function (exports) {
   'use strict'
 
+  // What napi-rs exported (the Rust-declared classes and functions), before
+  // this file adds its own.
+  const natives = Object.keys(exports)
+
   /** Base class of every Wrale error: `code`, `category`, `details`, `message`. */
   class WraleError extends Error {
     constructor(message, code, category, details) {
@@ -43,6 +47,145 @@
     const error = new cls(message, code, category, details)
     if (Error.captureStackTrace) Error.captureStackTrace(error, makeError)
     return error
+  }
+
+  // napi-rs converts the arguments before any Wrale code runs and refuses one
+  // of the wrong JS type with a plain Error whose `code` is napi's status
+  // ('StringExpected', 'InvalidArg', ...). Every native function, constructor,
+  // method and setter is wrapped here, once, so that refusal becomes an
+  // `InvalidInput` with code 'invalid_argument' naming the call, like a bad
+  // argument value the Rust side refuses; napi's error is its `cause`. A
+  // method that returns a Promise never throws: it rejects instead.
+  const napiArgumentStatuses = new Set([
+    'InvalidArg',
+    'ObjectExpected',
+    'StringExpected',
+    'NameExpected',
+    'FunctionExpected',
+    'NumberExpected',
+    'BooleanExpected',
+    'ArrayExpected',
+    'BigintExpected',
+    'DateExpected',
+    'ArrayBufferExpected',
+    'DetachableArraybufferExpected',
+  ])
+  // The Promise-returning natives (test/arguments.test.js checks this against
+  // index.d.ts): every Fleet method, and these.
+  const promiseMethods = new Set(['Device.enroll', 'Device#stop', 'EventStream#next', 'EventStream#close'])
+  const returnsPromise = (where) => where.startsWith('Fleet#') || promiseMethods.has(where)
+  const expectedByStatus = {
+    ObjectExpected: 'an object',
+    StringExpected: 'a string',
+    NameExpected: 'a string or a symbol',
+    FunctionExpected: 'a function',
+    NumberExpected: 'a number',
+    BooleanExpected: 'a boolean',
+    ArrayExpected: 'an array',
+    BigintExpected: 'a BigInt',
+    DateExpected: 'a Date',
+    ArrayBufferExpected: 'an ArrayBuffer',
+    DetachableArraybufferExpected: 'a detachable ArrayBuffer',
+  }
+
+  /** napi's conversion message as "expected ..., got ..." (napi's own text when it has another shape). */
+  function describeNapiRefusal(status, message) {
+    let m = /^Failed to convert JavaScript value `(\w+)(?: (.*?))? ?` into rust type `[^`]*`(?: on (\S+))?$/.exec(message)
+    if (m) return got(m[3], expectedByStatus[status], m[1], m[2])
+    m = /^Failed to convert napi value (?:(\w+) )?into rust type `[^`]*`(?: on (\S+))?$/.exec(message)
+    if (m) return got(m[2], expectedByStatus[status], m[1])
+    if ((m = /^Failed to recover `(\w+)` type from napi value/.exec(message))) return `expected a ${m[1]}`
+    if ((m = /^Missing field `(\w+)`$/.exec(message))) return `missing field ${m[1]}`
+    if (message === 'Given napi value is not an array') return 'expected an array'
+    if (message === 'Failed to create reference from Buffer') return 'expected a Buffer'
+    if ((m = /^(?:JS )?(.+) cannot be represented as a serde_json::Value$/.exec(message))) {
+      return `${m[1].toLowerCase()} cannot be passed where a JSON value is expected`
+    }
+    return message
+  }
+  function got(field, expected, kind, value) {
+    const at = field ? `${field}: ` : ''
+    const what = kind ? ` got ${kind.toLowerCase()}${value ? ` ${value}` : ''}` : ''
+    return `${at}expected ${expected ?? 'another type'}${what ? `,${what}` : ''}`
+  }
+
+  /** napi's argument refusal `e` as an InvalidInput naming the call `where`; any other error as it is. */
+  function argumentError(e, where, cut) {
+    if (e instanceof WraleError || e === null || typeof e !== 'object' || !napiArgumentStatuses.has(e.code)) return e
+    const message = `${where}: invalid argument: ${describeNapiRefusal(e.code, String(e.message))}`
+    const error = makeError('InvalidInput', 'invalid_argument', message, 'invalid_input')
+    Object.defineProperty(error, 'cause', { value: e, writable: true, configurable: true })
+    if (Error.captureStackTrace) Error.captureStackTrace(error, cut)
+    return error
+  }
+
+  function guard(fn, where, promise) {
+    const guarded = function (...args) {
+      try {
+        return Reflect.apply(fn, this, args)
+      } catch (e) {
+        const error = argumentError(e, where, guarded)
+        if (promise) return Promise.reject(error)
+        throw error
+      }
+    }
+    Object.defineProperty(guarded, 'name', { value: fn.name, configurable: true })
+    return guarded
+  }
+
+  /** Guards the methods and setters of a native class's prototype. */
+  function guardProperties(proto, className) {
+    for (const key of Object.getOwnPropertyNames(proto)) {
+      if (key === 'constructor') continue
+      const desc = Object.getOwnPropertyDescriptor(proto, key)
+      const where = `${className}#${key}`
+      if (typeof desc.value === 'function') {
+        desc.value = guard(desc.value, where, returnsPromise(where))
+      } else if (desc.set) {
+        // A getter takes no argument; a setter takes one.
+        desc.set = guard(desc.set, `${where} (setter)`, false)
+      } else {
+        continue
+      }
+      Object.defineProperty(proto, key, desc)
+    }
+  }
+
+  // Each native class or function is exported as a guarded function standing
+  // for it: `new` constructs the native class (a subclass's `new.target` too),
+  // a call calls it, its statics are guarded copies, and it shares the native
+  // `prototype`, so `instanceof` and `constructor` hold for every instance,
+  // the ones the addon makes (factories, results) included. (A Proxy of the
+  // native class cannot do it: napi-rs defines the statics read-only and
+  // non-configurable, and a Proxy must report those unchanged.)
+  for (const name of natives) {
+    const native = exports[name]
+    if (typeof native !== 'function') continue
+    const guarded = function (...args) {
+      try {
+        return new.target
+          ? Reflect.construct(native, args, new.target === guarded ? native : new.target)
+          : Reflect.apply(native, this, args)
+      } catch (e) {
+        throw argumentError(e, new.target ? `new ${name}` : name, guarded)
+      }
+    }
+    Object.defineProperty(guarded, 'name', { value: name, configurable: true })
+    for (const key of Object.getOwnPropertyNames(native)) {
+      if (['prototype', 'length', 'name', 'arguments', 'caller'].includes(key)) continue
+      const desc = Object.getOwnPropertyDescriptor(native, key)
+      if (typeof desc.value === 'function') {
+        const where = `${name}.${key}`
+        desc.value = guard(desc.value, where, returnsPromise(where))
+      }
+      Object.defineProperty(guarded, key, { ...desc, writable: true, configurable: true })
+    }
+    if (native.prototype) {
+      guardProperties(native.prototype, name)
+      guarded.prototype = native.prototype
+      Object.defineProperty(native.prototype, 'constructor', { value: guarded, writable: true, configurable: true })
+    }
+    Object.defineProperty(exports, name, { value: guarded, enumerable: true, writable: true, configurable: true })
   }
 
   const { EventStream, Fleet } = exports

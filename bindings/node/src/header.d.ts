@@ -40,7 +40,14 @@ export declare class SyncError extends WraleError {}
 export declare class AuthError extends WraleError {}
 /** The thing named does not exist (category `not_found`). */
 export declare class NotFound extends WraleError {}
-/** The input was refused (category `invalid_input`). */
+/**
+ * The input was refused (category `invalid_input`). An argument of the wrong
+ * JS type (a number where a string is declared, an options object without a
+ * required field) is one too, with code `invalid_argument`, a message naming
+ * the call (`SafetyEngine#loadFile: invalid argument: expected a string, got
+ * number 5`) and napi-rs's own error as its `cause`; a method returning a
+ * Promise rejects with it rather than throwing.
+ */
 export declare class InvalidInput extends WraleError {}
 /** The request conflicts with the current state (category `conflict`). */
 export declare class ConflictError extends WraleError {}
