@@ -11,6 +11,9 @@
 //!   count for rack storms and reach the webhooks) and are not mirrored again.
 //! - Acknowledging or clearing a record in the list acknowledges or clears the
 //!   book alert behind it ([`on_transition`]).
+//! - Every record raised or cleared here is audited with fleetd's system actor
+//!   ([`AUDIT_ACTOR`]): `alert.raise` / `alert.clear` on `alert:<id>`, with the
+//!   reason (`rule fired`, `resolved`, `severity changed`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -156,7 +159,14 @@ pub async fn evaluate(
     Ok(())
 }
 
-/// Brings the alert list in line with the book's open alerts.
+/// The audit log's actor for what the analyzer does on its own: fleetd's
+/// `system` actor. The alert records themselves name [`ACTOR`] as raiser and
+/// clearer, which the audit entries carry as `by`.
+pub const AUDIT_ACTOR: &str = "system";
+
+/// Brings the alert list in line with the book's open alerts. Every record
+/// raised or cleared here is audited (actor [`AUDIT_ACTOR`]), as an operator's
+/// raise, ack or clear is.
 async fn mirror(
     state: &AppState,
     open: &BTreeMap<String, alerting::FleetAlert>,
@@ -167,27 +177,39 @@ async fn mirror(
         .filter(|a| a.raised_by == ACTOR)
         .filter_map(|a| a.key.strip_prefix(KEY_PREFIX).map(|k| (k, a)))
         .collect();
-    let mut clear: Vec<i64> = Vec::new();
-    let mut raise: Vec<NewAlert> = Vec::new();
+    // (record, why) and (new record, why).
+    let mut clear: Vec<(i64, &'static str)> = Vec::new();
+    let mut raise: Vec<(NewAlert, &'static str)> = Vec::new();
     for (key, rec) in &mine {
         match open.get(*key) {
-            None => clear.push(rec.id),
+            None => clear.push((rec.id, "resolved")),
             Some(al) if al.severity != rec.severity => {
-                clear.push(rec.id);
-                raise.push(new_alert(al));
+                clear.push((rec.id, "severity changed"));
+                raise.push((new_alert(al), "severity changed"));
             }
             Some(_) => {}
         }
     }
     for (key, al) in open {
         if !mine.contains_key(key.as_str()) {
-            raise.push(new_alert(al));
+            raise.push((new_alert(al), "rule fired"));
         }
     }
-    for id in clear {
+    for (id, why) in clear {
         let t = now();
         match state.store(move |s| s.clear_alert(id, ACTOR, t)).await {
             Ok(rec) => {
+                state
+                    .audit(
+                        AUDIT_ACTOR,
+                        "alert.clear",
+                        &format!("alert:{}", rec.id),
+                        "allowed",
+                        json!({"state": rec.state, "code": rec.code, "key": rec.key,
+                               "by": ACTOR, "reason": why}),
+                        rec.device.clone(),
+                    )
+                    .await;
                 state
                     .publish(
                         EventKind::Alert,
@@ -196,13 +218,37 @@ async fn mirror(
                     )
                     .await;
             }
-            Err(e) => tracing::warn!(id, "cannot clear fleet alert: {}", e.message()),
+            Err(e) => {
+                tracing::warn!(id, "cannot clear fleet alert: {}", e.message());
+                state
+                    .audit(
+                        AUDIT_ACTOR,
+                        "alert.clear",
+                        &format!("alert:{id}"),
+                        "failed",
+                        json!({"by": ACTOR, "reason": why, "error": e.message()}),
+                        None,
+                    )
+                    .await;
+            }
         }
     }
-    for na in raise {
+    for (na, why) in raise {
         let t = now();
+        let (key, device) = (na.key.clone(), na.device.clone());
         match state.store(move |s| s.raise_alert(&na, ACTOR, t)).await {
             Ok((rec, true)) => {
+                state
+                    .audit(
+                        AUDIT_ACTOR,
+                        "alert.raise",
+                        &format!("alert:{}", rec.id),
+                        "allowed",
+                        json!({"code": rec.code, "severity": rec.severity, "key": rec.key,
+                               "by": ACTOR, "reason": why}),
+                        rec.device.clone(),
+                    )
+                    .await;
                 state
                     .publish(
                         EventKind::Alert,
@@ -212,7 +258,19 @@ async fn mirror(
                     .await;
             }
             Ok((_, false)) => {}
-            Err(e) => tracing::warn!("cannot raise fleet alert: {}", e.message()),
+            Err(e) => {
+                tracing::warn!("cannot raise fleet alert: {}", e.message());
+                state
+                    .audit(
+                        AUDIT_ACTOR,
+                        "alert.raise",
+                        &format!("alert:{key}"),
+                        "failed",
+                        json!({"by": ACTOR, "reason": why, "error": e.message()}),
+                        device,
+                    )
+                    .await;
+            }
         }
     }
 }

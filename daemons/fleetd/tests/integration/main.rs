@@ -2,6 +2,7 @@
 //! a temporary directory, driven over HTTP and WebSocket.
 
 mod access;
+mod alerts_audit;
 mod backup;
 mod bad_input;
 mod e2e_fleet;
