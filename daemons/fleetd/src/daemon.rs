@@ -155,6 +155,8 @@ pub async fn reload(loader: Option<&Loader>, state: &AppState) -> Result<(), Con
         }
     }
     state.set_config(Arc::new(new));
+    // The webhook sender applies a changed `intel.webhook_concurrency` at once.
+    crate::intel::reloaded(state);
     tracing::info!("config reloaded");
     Ok(())
 }

@@ -16,6 +16,7 @@ pub mod alerts;
 pub mod analysis;
 pub mod api;
 mod db;
+pub mod limit;
 pub mod webhooks;
 
 use std::collections::BTreeMap;
@@ -386,6 +387,12 @@ pub fn start(state: &AppState) -> anyhow::Result<()> {
     analysis::start(state);
     webhooks::start(state);
     Ok(())
+}
+
+/// After a config reload: wakes the webhook sender, which applies a changed
+/// `intel.webhook_concurrency` at once (see [`limit`]).
+pub fn reloaded(state: &AppState) {
+    state.intel.wake.notify_one();
 }
 
 /// Appends this module's Prometheus lines to a `/metrics` answer.

@@ -23,7 +23,6 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::Semaphore;
 use wrale_core::Timestamp;
 use wrale_core::fleet::alerting::{Delivery, DeliveryQueue, DeliveryStatus, Outcome, equal_jitter};
 
@@ -94,16 +93,20 @@ fn head_due(state: &AppState, hook: &str, t: Timestamp) -> Option<Delivery> {
 
 /// Starts the sender: it sleeps until the next delivery is due (at most a
 /// minute) or it is woken, then starts a worker for every receiver with a
-/// delivery due (at most `intel.webhook_concurrency` run at once).
+/// delivery due (at most `intel.webhook_concurrency` run at once; a reload
+/// changes the limit at once, see [`super::limit`]).
 pub fn start(state: &AppState) {
     let state = state.clone();
-    let permits = Arc::new(Semaphore::new(
-        state.config().intel.webhook_concurrency.max(1),
-    ));
+    let permits = super::limit::WorkerLimit::new(state.config().intel.webhook_concurrency);
     let busy: Busy = Arc::default();
     let client = reqwest::Client::new();
     tokio::spawn(async move {
         loop {
+            // A reload may change `intel.webhook_concurrency`: applied at once.
+            let limit = state.config().intel.webhook_concurrency;
+            if permits.set(limit) {
+                tracing::info!(limit, "intel.webhook_concurrency: new limit applied");
+            }
             let (ready, wait) = {
                 let a = state.intel.lock();
                 plan(&a.queue, &busy_set(&busy), now())
@@ -114,7 +117,7 @@ pub fn start(state: &AppState) {
                     (state.clone(), permits.clone(), busy.clone(), client.clone());
                 tokio::spawn(async move {
                     // Closed only when the runtime goes away.
-                    if let Ok(_permit) = permits.acquire_owned().await {
+                    if let Some(_permit) = permits.acquire().await {
                         tokio::select! {
                             () = state.shutdown.cancelled() => {}
                             () = serve(&state, &client, &hook) => {}

@@ -16,3 +16,4 @@ mod restart;
 mod support;
 mod telemetry;
 mod twins;
+mod webhook_reload;
