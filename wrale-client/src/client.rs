@@ -1,5 +1,6 @@
 //! The HTTP core: base URL, bearer token, request and response plumbing.
 
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -13,7 +14,9 @@ use crate::error::{Error, Result};
 /// [`login`](Client::login) on one is seen by all.
 #[derive(Debug, Clone)]
 pub struct Client {
-    pub(crate) http: reqwest::Client,
+    pub(crate) http: wrale_tls::HttpClient,
+    /// Whom `https://` and `wss://` trust.
+    pub(crate) tls: Arc<wrale_tls::rustls::ClientConfig>,
     pub(crate) base: Url,
     token: Arc<RwLock<Option<String>>>,
 }
@@ -27,6 +30,9 @@ pub struct ClientOptions {
     /// Time for a whole request and response (default 60 s; device commands wait
     /// for the device up to fleetd's own timeout, which is shorter).
     pub request_timeout: Duration,
+    /// For an `https://` fleetd: trust only the CA certificates in this PEM file
+    /// (a private fleet CA) instead of the system store.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl Default for ClientOptions {
@@ -34,6 +40,7 @@ impl Default for ClientOptions {
         Self {
             connect_timeout: Duration::from_secs(10),
             request_timeout: Duration::from_secs(60),
+            ca_file: None,
         }
     }
 }
@@ -66,6 +73,16 @@ impl Client {
         Self::with_options(base_url, token, ClientOptions::default())
     }
 
+    /// [`Client::new`] trusting only the CA certificates in `ca_file` (PEM) for an
+    /// `https://` fleetd.
+    pub fn with_ca_file(base_url: &str, token: Option<String>, ca_file: &Path) -> Result<Client> {
+        let options = ClientOptions {
+            ca_file: Some(ca_file.to_owned()),
+            ..ClientOptions::default()
+        };
+        Self::with_options(base_url, token, options)
+    }
+
     /// [`Client::new`] with explicit [`ClientOptions`].
     pub fn with_options(
         base_url: &str,
@@ -73,14 +90,23 @@ impl Client {
         options: ClientOptions,
     ) -> Result<Client> {
         let base = parse_base(base_url)?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(options.connect_timeout)
-            .timeout(options.request_timeout)
-            .user_agent(concat!("wrale-client/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| Error::transport("building the HTTP client", e))?;
+        let roots = match (&options.ca_file, base.scheme()) {
+            (Some(ca), _) => wrale_tls::Roots::CaFile(ca.clone()),
+            (None, "https") => wrale_tls::Roots::System,
+            // Plain HTTP needs no roots (and must work without a system store).
+            (None, _) => wrale_tls::Roots::Empty,
+        };
+        let tls = wrale_tls::client_config(&roots)
+            .map_err(|e| Error::InvalidArgument(format!("TLS: {e}")))?;
+        let http = wrale_tls::HttpClient::new(
+            tls.clone(),
+            options.connect_timeout,
+            options.request_timeout,
+        )
+        .user_agent(concat!("wrale-client/", env!("CARGO_PKG_VERSION")));
         Ok(Client {
             http,
+            tls,
             base,
             token: Arc::new(RwLock::new(token.filter(|t| !t.is_empty()))),
         })
@@ -134,22 +160,24 @@ impl Client {
                 .extend_pairs(query.iter().map(|(k, v)| (*k, v.as_str())));
         }
         let what = format!("{method} {}", url.path());
-        let mut req = self.http.request(method, url);
-        if let Some(token) = self.token() {
-            req = req.bearer_auth(token);
+        let auth = self.token().map(|t| format!("Bearer {t}"));
+        let mut headers = Vec::with_capacity(2);
+        if let Some(auth) = &auth {
+            headers.push(("authorization", auth.as_str()));
         }
-        if let Some(body) = body {
-            req = req
-                .header(reqwest::header::CONTENT_TYPE, "application/json")
-                .body(body);
+        if body.is_some() {
+            headers.push(("content-type", "application/json"));
         }
-        let resp = req.send().await.map_err(|e| transport_error(&what, &e))?;
-        let status = resp.status().as_u16();
-        let bytes = resp.bytes().await.map_err(|e| transport_error(&what, &e))?;
+        let resp = self
+            .http
+            .request(method, url.as_str(), &headers, body, None)
+            .await
+            .map_err(|e| transport_error(&what, &e))?;
+        let status = resp.status;
         if (200..300).contains(&status) {
-            Ok((status, bytes.to_vec()))
+            Ok((status, resp.body.to_vec()))
         } else {
-            Err(Error::from_response(status, &bytes))
+            Err(Error::from_response(status, &resp.body))
         }
     }
 
@@ -220,22 +248,11 @@ pub(crate) fn decode<T: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<T>
     serde_json::from_slice(bytes).map_err(|e| Error::Decode(format!("{path}: {e}")))
 }
 
-fn transport_error(what: &str, e: &reqwest::Error) -> Error {
-    // reqwest's Display hides the cause ("error sending request"); add the chain.
-    let mut msg = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !msg.contains(&s_text) {
-            msg.push_str(": ");
-            msg.push_str(&s_text);
-        }
-        source = s.source();
-    }
+fn transport_error(what: &str, e: &wrale_tls::HttpError) -> Error {
     if e.is_timeout() {
-        Error::Transport(format!("{what}: timed out ({msg})"))
+        Error::Transport(format!("{what}: timed out ({e})"))
     } else {
-        Error::Transport(format!("{what}: {msg}"))
+        Error::Transport(format!("{what}: {e}"))
     }
 }
 

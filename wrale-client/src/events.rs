@@ -199,9 +199,11 @@ impl Client {
             })?;
             request.headers_mut().insert("authorization", value);
         }
-        let (ws, _resp) = tokio_tungstenite::connect_async(request)
-            .await
-            .map_err(handshake_error)?;
+        let tls = Some(tokio_tungstenite::Connector::Rustls(self.tls.clone()));
+        let (ws, _resp) =
+            tokio_tungstenite::connect_async_tls_with_config(request, None, false, tls)
+                .await
+                .map_err(handshake_error)?;
 
         let (tx, rx) = mpsc::channel(256);
         let (stop_tx, stop_rx) = oneshot::channel();
@@ -221,7 +223,12 @@ fn handshake_error(e: tungstenite::Error) -> Error {
             let body = resp.body().as_deref().unwrap_or_default();
             Error::from_response(status, body)
         }
-        other => Error::transport("event stream", other),
+        other => match wrale_tls::untrusted_certificate(&other) {
+            Some(why) => Error::Transport(format!(
+                "event stream: the server's TLS certificate is not trusted ({why})"
+            )),
+            None => Error::transport("event stream", other),
+        },
     }
 }
 

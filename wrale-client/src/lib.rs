@@ -16,7 +16,9 @@
 //! - [`Client::events`]: the live event stream as a [`futures_util::Stream`]
 //!   that stops when dropped.
 //!
-//! Needs a tokio runtime (reqwest's and the event reader's tasks run on it).
+//! Needs a tokio runtime (the HTTP client's and the event reader's tasks run on
+//! it). `https://` and `wss://` use rustls (ring) and trust the system roots, or
+//! only a given CA file ([`Client::with_ca_file`], [`ClientOptions::ca_file`]).
 //!
 //! ```no_run
 //! # async fn demo() -> wrale_client::Result<()> {

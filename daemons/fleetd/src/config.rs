@@ -64,6 +64,29 @@ pub struct ApiConfig {
     pub body_limit: usize,
     /// Serve `/metrics` without a token.
     pub public_metrics: bool,
+    /// `[api.tls]`: serve the API over TLS (both files, or neither for plain HTTP).
+    pub tls: ApiTlsConfig,
+}
+
+/// `[api.tls]`: a PEM certificate chain (leaf first) and its PEM private key.
+/// Both set: the API (REST and both WebSockets) is served over TLS on `api.bind`.
+/// A reload re-reads both files, so renewed certificates need no restart.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiTlsConfig {
+    /// The certificate chain file (PEM).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cert_file: Option<PathBuf>,
+    /// The private key file (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key_file: Option<PathBuf>,
+}
+
+impl ApiTlsConfig {
+    /// The certificate and key files, if TLS is on.
+    pub fn files(&self) -> Option<(&Path, &Path)> {
+        self.cert_file.as_deref().zip(self.key_file.as_deref())
+    }
 }
 
 impl Default for ApiConfig {
@@ -72,6 +95,7 @@ impl Default for ApiConfig {
             bind: SocketAddr::from(([0, 0, 0, 0], 8600)),
             body_limit: 1024 * 1024,
             public_metrics: false,
+            tls: ApiTlsConfig::default(),
         }
     }
 }
@@ -283,6 +307,24 @@ impl Config {
         }
         if self.data.dir.as_os_str().is_empty() {
             return err("data.dir", "must not be empty");
+        }
+        match (&self.api.tls.cert_file, &self.api.tls.key_file) {
+            (Some(_), None) => {
+                return err(
+                    "api.tls.key_file",
+                    "must be set when api.tls.cert_file is (both or neither)",
+                );
+            }
+            (None, Some(_)) => {
+                return err(
+                    "api.tls.cert_file",
+                    "must be set when api.tls.key_file is (both or neither)",
+                );
+            }
+            (Some(c), Some(k)) if c.as_os_str().is_empty() || k.as_os_str().is_empty() => {
+                return err("api.tls", "cert_file and key_file must not be empty");
+            }
+            _ => {}
         }
         let ttl = self.auth.session_ttl;
         if ttl < Duration::from_secs(1) || ttl > Duration::from_secs(366 * 86400) {

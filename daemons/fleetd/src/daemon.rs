@@ -84,19 +84,39 @@ impl Daemon {
                 None,
             )
             .await;
-        tracing::info!(%addr, data = %config.data.dir.display(), "listening");
+        // `[api.tls]`: the same API over TLS; the certificate is re-read on reload.
+        let tls = match config.api.tls.files() {
+            Some((cert, key)) => Some(
+                wrale_tls::ServerTls::from_files(cert, key)
+                    .context("api.tls: loading the certificate")?,
+            ),
+            None => None,
+        };
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        tracing::info!(%addr, url = %format!("{scheme}://{addr}"), data = %config.data.dir.display(), "listening");
 
         let shutdown = signals.shutdown.clone();
-        let server = tokio::spawn(
-            axum::serve(listener, crate::http::router(state.clone()))
-                .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-                .into_future(),
-        );
+        let router = crate::http::router(state.clone());
+        let server = match &tls {
+            Some(tls) => tokio::spawn(
+                axum::serve(wrale_tls::TlsListener::new(listener, tls.config()), router)
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                    .into_future(),
+            ),
+            None => tokio::spawn(
+                axum::serve(listener, router)
+                    .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+                    .into_future(),
+            ),
+        };
         loop {
             tokio::select! {
                 () = shutdown.cancelled() => break,
                 Some(()) = signals.reload.recv() => {
                     let _logged = reload(loader.as_ref(), &state).await;
+                    if let Some(tls) = &tls {
+                        reload_tls(tls, &state.config());
+                    }
                 }
             }
         }
@@ -109,6 +129,19 @@ impl Daemon {
         }
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Re-reads the API certificate (renewed files, or new `[api.tls]` paths); on
+/// error the running certificate stays. Turning TLS on or off needs a restart.
+fn reload_tls(tls: &wrale_tls::ServerTls, config: &Config) {
+    let Some((cert, key)) = config.api.tls.files() else {
+        tracing::warn!("api.tls: removed from the config; TLS stays on until a restart");
+        return;
+    };
+    match tls.reload(cert, key) {
+        Ok(()) => tracing::info!(cert = %cert.display(), "api.tls: certificate reloaded"),
+        Err(e) => tracing::error!("api.tls: keeping the running certificate: {e}"),
     }
 }
 

@@ -13,7 +13,7 @@ use crate::{Daemon, SignalHandle, Signals};
 /// A running fleetd.
 #[derive(Debug)]
 pub struct TestServer {
-    /// `http://127.0.0.1:<port>`.
+    /// `http://127.0.0.1:<port>` (`https://` with `[api.tls]`).
     pub url: String,
     /// The address.
     pub addr: SocketAddr,
@@ -70,6 +70,11 @@ impl TestServer {
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
+        let scheme = if config.api.tls.files().is_some() {
+            "https"
+        } else {
+            "http"
+        };
         let (signals, handle) = Signals::manual();
         let task = tokio::spawn(
             Daemon::new(config)
@@ -77,7 +82,7 @@ impl TestServer {
                 .run(listener, signals),
         );
         TestServer {
-            url: format!("http://{addr}"),
+            url: format!("{scheme}://{addr}"),
             addr,
             admin_token,
             admin_user: "admin".into(),
@@ -101,9 +106,14 @@ impl TestServer {
         format!("{}{path}", self.url)
     }
 
-    /// The WebSocket URL of `path`.
+    /// The WebSocket URL of `path` (`wss://` with `[api.tls]`).
     pub fn ws_url(&self, path: &str) -> String {
-        format!("ws://{}{path}", self.addr)
+        let scheme = if self.url.starts_with("https:") {
+            "wss"
+        } else {
+            "ws"
+        };
+        format!("{scheme}://{}{path}", self.addr)
     }
 
     /// Stops the server and returns `run`'s result.

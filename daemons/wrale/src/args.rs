@@ -39,6 +39,10 @@ pub struct Global {
     /// Config file (default: $XDG_CONFIG_HOME/wrale/cli.toml).
     #[arg(long, global = true, env = "WRALE_CLI_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
+    /// For an https:// fleetd: trust only the CA certificates in this PEM file
+    /// (default: from the config file, else the system store).
+    #[arg(long, global = true, env = "WRALE_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
 }
 
 /// Top-level commands.

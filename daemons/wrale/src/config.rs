@@ -1,6 +1,7 @@
-//! The CLI's config file (`$XDG_CONFIG_HOME/wrale/cli.toml`) and how the URL and
-//! token are chosen: flag, then environment (`WRALE_URL`, `WRALE_TOKEN`), then the
-//! file, then the default URL.
+//! The CLI's config file (`$XDG_CONFIG_HOME/wrale/cli.toml`) and how the URL,
+//! token and CA certificate are chosen: flag, then environment (`WRALE_URL`,
+//! `WRALE_TOKEN`, `WRALE_CA_CERT`), then the file, then the default URL (and the
+//! system's trusted roots).
 
 use std::fs;
 use std::io::Write;
@@ -25,6 +26,10 @@ pub(crate) struct FileConfig {
     /// The session or API token for that URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) token: Option<String>,
+    /// For an `https://` URL: the CA certificate file (PEM) to trust instead of
+    /// the system store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) ca_cert: Option<PathBuf>,
 }
 
 /// The config file's path: `--config`, else `$XDG_CONFIG_HOME/wrale/cli.toml`,
@@ -90,26 +95,60 @@ pub(crate) fn save(path: &Path, config: &FileConfig) -> CliResult<()> {
     Ok(())
 }
 
-/// The URL and token to use.
+/// The URL, token and CA certificate to use.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) struct Target {
     pub(crate) url: String,
     pub(crate) token: Option<String>,
+    pub(crate) ca_cert: Option<PathBuf>,
 }
 
-/// Chooses the URL and token. The file's token is used only with the file's URL,
-/// so a token never goes to a server it was not issued by.
+/// Chooses the URL, token and CA certificate. The file's token (and CA
+/// certificate) are used only with the file's URL, so a token never goes to a
+/// server it was not issued by.
 pub(crate) fn resolve(global: &Global, file: &FileConfig) -> Target {
     let url = global
         .url
         .clone()
         .or_else(|| file.url.clone())
         .unwrap_or_else(|| DEFAULT_URL.to_owned());
-    let token = global.token.clone().filter(|t| !t.is_empty()).or_else(|| {
-        let same = file.url.as_deref().map(normalise) == Some(normalise(&url));
-        if same { file.token.clone() } else { None }
-    });
-    Target { url, token }
+    let same = file.url.as_deref().map(normalise) == Some(normalise(&url));
+    let token = global
+        .token
+        .clone()
+        .filter(|t| !t.is_empty())
+        .or_else(|| if same { file.token.clone() } else { None });
+    let ca_cert = global
+        .ca_cert
+        .clone()
+        .filter(|p| !p.as_os_str().is_empty())
+        .or_else(|| {
+            if same || file.url.is_none() {
+                file.ca_cert.clone()
+            } else {
+                None
+            }
+        });
+    Target {
+        url,
+        token,
+        ca_cert,
+    }
+}
+
+/// The client for a target (trusting `ca_cert` when given).
+pub(crate) fn client(target: Target) -> CliResult<wrale_client::Client> {
+    let client = match &target.ca_cert {
+        Some(ca) => wrale_client::Client::with_ca_file(&target.url, target.token, ca),
+        None => wrale_client::Client::new(&target.url, target.token),
+    };
+    client.map_err(|e| {
+        if target.ca_cert.is_some() && e.to_string().starts_with("TLS:") {
+            CliError::failure(e.code(), format!("--ca-cert: {e}"))
+        } else {
+            e.into()
+        }
+    })
 }
 
 fn normalise(url: &str) -> &str {
@@ -126,6 +165,7 @@ mod tests {
             token: token.map(str::to_owned),
             json: false,
             config: None,
+            ca_cert: None,
         }
     }
 
@@ -134,6 +174,7 @@ mod tests {
         let file = FileConfig {
             url: Some("http://fleet:8600/".into()),
             token: Some("wrs_file".into()),
+            ca_cert: None,
         };
         let t = resolve(&global(None, None), &file);
         assert_eq!(t.url, "http://fleet:8600/");
@@ -152,6 +193,34 @@ mod tests {
     }
 
     #[test]
+    fn ca_cert_precedence() {
+        let file = FileConfig {
+            url: Some("https://fleet:8600".into()),
+            token: None,
+            ca_cert: Some(PathBuf::from("/file/ca.pem")),
+        };
+        let t = resolve(&global(None, None), &file);
+        assert_eq!(t.ca_cert, Some(PathBuf::from("/file/ca.pem")));
+        // The flag (or WRALE_CA_CERT, which clap folds into it) wins.
+        let mut g = global(None, None);
+        g.ca_cert = Some(PathBuf::from("/flag/ca.pem"));
+        assert_eq!(
+            resolve(&g, &file).ca_cert,
+            Some(PathBuf::from("/flag/ca.pem"))
+        );
+        // The file's CA belongs to the file's URL.
+        let t = resolve(&global(Some("https://other:8600"), None), &file);
+        assert_eq!(t.ca_cert, None);
+        // A file with only a CA applies to any URL.
+        let only_ca = FileConfig {
+            ca_cert: Some(PathBuf::from("/file/ca.pem")),
+            ..FileConfig::default()
+        };
+        let t = resolve(&global(Some("https://other:8600"), None), &only_ca);
+        assert_eq!(t.ca_cert, Some(PathBuf::from("/file/ca.pem")));
+    }
+
+    #[test]
     fn save_creates_a_private_file_and_load_reads_it() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("wrale").join("cli.toml");
@@ -159,6 +228,7 @@ mod tests {
         let c = FileConfig {
             url: Some("http://a:1".into()),
             token: Some("wrs_abc".into()),
+            ca_cert: Some(PathBuf::from("/etc/wrale/ca.pem")),
         };
         save(&p, &c).unwrap();
         assert_eq!(load(&p).unwrap(), c);

@@ -62,6 +62,9 @@ impl From<wrale_client::Error> for CliError {
         let usage = matches!(e, wrale_client::Error::InvalidArgument(_));
         let hint = match e.code() {
             "unauthorized" => "; log in again with `wrale login` or pass --token",
+            "transport" if message.contains("certificate is not trusted") => {
+                "; pass the fleet's CA certificate with --ca-cert FILE (or WRALE_CA_CERT)"
+            }
             _ => "",
         };
         CliError {

@@ -70,6 +70,10 @@ pub struct IntelConfig {
     /// How many receivers (webhooks) are sent to at once; each receiver gets its
     /// deliveries one at a time, in order.
     pub webhook_concurrency: usize,
+    /// Extra CA certificates (PEM) trusted for `https://` receivers, on top of
+    /// the system store (private receivers, tests).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_ca_file: Option<std::path::PathBuf>,
 }
 
 impl Default for IntelConfig {
@@ -85,6 +89,7 @@ impl Default for IntelConfig {
             retry: RetryPolicy::default(),
             webhook_timeout: Duration::from_secs(5),
             webhook_concurrency: 8,
+            webhook_ca_file: None,
         }
     }
 }
@@ -96,7 +101,7 @@ pub struct WebhookConfig {
     /// Id (default `hook-<n>`, 1-based position).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub id: Option<String>,
-    /// `http://` URL the notification JSON is posted to.
+    /// `http://` or `https://` URL the notification JSON is posted to.
     pub url: String,
     /// Only notifications at least this severe (default `info`).
     #[serde(default = "info")]
@@ -206,10 +211,10 @@ impl IntelConfig {
         }
         let mut hook_ids = std::collections::BTreeSet::new();
         for (i, h) in self.webhooks().iter().enumerate() {
-            if !h.url.starts_with("http://") {
+            if !(h.url.starts_with("http://") || h.url.starts_with("https://")) {
                 return Err((
                     key(&format!("webhooks[{i}].url")),
-                    format!("{:?}: only http:// URLs are supported", h.url),
+                    format!("{:?}: only http:// and https:// URLs are supported", h.url),
                 ));
             }
             if !hook_ids.insert(h.id.clone()) {

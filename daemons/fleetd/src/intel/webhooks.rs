@@ -99,9 +99,16 @@ pub fn start(state: &AppState) {
     let state = state.clone();
     let permits = super::limit::WorkerLimit::new(state.config().intel.webhook_concurrency);
     let busy: Busy = Arc::default();
-    let client = reqwest::Client::new();
+    let mut ca_file = state.config().intel.webhook_ca_file.clone();
+    let mut client = http_client(ca_file.as_deref());
     tokio::spawn(async move {
         loop {
+            // A reload may name another CA file: later sends trust it.
+            let configured = state.config().intel.webhook_ca_file.clone();
+            if configured != ca_file {
+                client = http_client(configured.as_deref());
+                ca_file = configured;
+            }
             // A reload may change `intel.webhook_concurrency`: applied at once.
             let limit = state.config().intel.webhook_concurrency;
             if permits.set(limit) {
@@ -136,15 +143,33 @@ pub fn start(state: &AppState) {
     });
 }
 
+/// The webhook HTTP client: `https://` receivers are trusted by the system
+/// store plus `intel.webhook_ca_file`. If those cannot be loaded the error is
+/// logged and only `http://` receivers can be reached.
+fn http_client(ca_file: Option<&std::path::Path>) -> wrale_tls::HttpClient {
+    let roots = match ca_file {
+        Some(path) => wrale_tls::Roots::SystemAnd(path.to_owned()),
+        None => wrale_tls::Roots::System,
+    };
+    let tls = wrale_tls::client_config(&roots).unwrap_or_else(|e| {
+        tracing::error!("webhooks: {e}; https:// receivers will fail (intel.webhook_ca_file)");
+        wrale_tls::client_config(&wrale_tls::Roots::Empty)
+            .expect("a config with no roots always builds")
+    });
+    // The per-request limit is intel.webhook_timeout; connecting gets as long.
+    wrale_tls::HttpClient::new(tls, Duration::from_secs(30), Duration::from_secs(30))
+        .user_agent(concat!("fleetd/", env!("CARGO_PKG_VERSION")))
+}
+
 /// One receiver's worker: sends its due head deliveries one after the other
 /// until its head is not due (delivered all, or waiting for a retry).
-async fn serve(state: &AppState, client: &reqwest::Client, hook: &str) {
+async fn serve(state: &AppState, client: &wrale_tls::HttpClient, hook: &str) {
     while let Some(d) = head_due(state, hook, now()) {
         send_one(state, client, d).await;
     }
 }
 
-async fn attempt(client: &reqwest::Client, d: &Delivery, timeout: Duration) -> Outcome {
+async fn attempt(client: &wrale_tls::HttpClient, d: &Delivery, timeout: Duration) -> Outcome {
     let body = json!({
         "webhook": d.webhook,
         "delivery": d.id,
@@ -152,15 +177,16 @@ async fn attempt(client: &reqwest::Client, d: &Delivery, timeout: Duration) -> O
         "notification": d.notification,
     });
     match client
-        .post(&d.url)
-        .timeout(timeout)
-        .json(&body)
-        .send()
+        .request(
+            wrale_tls::Method::POST,
+            &d.url,
+            &[("content-type", "application/json")],
+            Some(body.to_string().into_bytes()),
+            Some(timeout),
+        )
         .await
     {
-        Ok(r) => Outcome::Status {
-            code: r.status().as_u16(),
-        },
+        Ok(r) => Outcome::Status { code: r.status },
         Err(e) if e.is_timeout() => Outcome::Timeout,
         Err(e) => Outcome::NetworkError {
             message: e.to_string(),
@@ -170,7 +196,7 @@ async fn attempt(client: &reqwest::Client, d: &Delivery, timeout: Duration) -> O
 
 /// Sends one delivery, records the outcome (with a jittered retry time) and
 /// persists the change.
-async fn send_one(state: &AppState, client: &reqwest::Client, d: Delivery) {
+async fn send_one(state: &AppState, client: &wrale_tls::HttpClient, d: Delivery) {
     let cfg = state.config();
     let stats = &state.intel.stats;
     let outcome = attempt(client, &d, cfg.intel.webhook_timeout).await;

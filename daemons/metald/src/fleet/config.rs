@@ -14,8 +14,12 @@ pub const CREDENTIAL_FILE: &str = "fleet-credential";
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct FleetConfig {
-    /// fleetd's base URL, `http://host:port` (or `https://`).
+    /// fleetd's base URL, `http://host:port` or `https://host:port` (enrollment
+    /// and sync then run over TLS).
     pub url: Option<String>,
+    /// A CA bundle (PEM) to trust for an `https://` fleet instead of the system
+    /// store (a private fleet CA).
+    pub ca_file: Option<PathBuf>,
     /// The one-time enrollment token (`wre_...`), used while no credential is stored.
     pub enrollment_token: Option<String>,
     /// A file holding the enrollment token (instead of `enrollment_token`).
@@ -37,6 +41,7 @@ impl Default for FleetConfig {
     fn default() -> Self {
         Self {
             url: None,
+            ca_file: None,
             enrollment_token: None,
             enrollment_token_file: None,
             credential_file: None,
@@ -126,6 +131,13 @@ impl FleetConfig {
         ))
     }
 
+    /// Whom an `https://` fleet is trusted by: `ca_file` alone, or the system
+    /// store. Errors name the file.
+    pub fn tls_config(&self) -> Result<std::sync::Arc<wrale_tls::rustls::ClientConfig>, String> {
+        wrale_tls::client_config(&wrale_tls::Roots::ca_or_system(self.ca_file.as_deref()))
+            .map_err(|e| format!("fleet.ca_file: {e}"))
+    }
+
     /// The enrollment URL: `<url>/api/v1/enroll`.
     pub fn enroll_url(&self) -> Option<reqwest::Url> {
         self.base_url()?.join("/api/v1/enroll").ok()
@@ -140,16 +152,7 @@ impl FleetConfig {
                 Err(e) => return err("url", format!("{url:?} is not a URL: {e}")),
             };
             match parsed.scheme() {
-                "http" => {}
-                "https" => {
-                    return err(
-                        "url",
-                        format!(
-                            "{url:?}: https needs TLS, which this build of metald does not \
-                             include; use http:// (behind a TLS-terminating proxy) for now"
-                        ),
-                    );
-                }
+                "http" | "https" => {}
                 other => {
                     return err(
                         "url",
@@ -165,6 +168,11 @@ impl FleetConfig {
                     "url",
                     format!("{url:?}: give only scheme, host and port (http://fleet:8600)"),
                 );
+            }
+        }
+        if let Some(ca) = &self.ca_file {
+            if let Err(e) = wrale_tls::client_config(&wrale_tls::Roots::CaFile(ca.clone())) {
+                return err("ca_file", e.to_string());
             }
         }
         if self.enrollment_token.is_some() && self.enrollment_token_file.is_some() {
@@ -249,11 +257,24 @@ mod tests {
     }
 
     #[test]
+    fn https_urls_sync_over_wss() {
+        let c = parse("url = \"https://fleet.lan:8600\"").unwrap();
+        assert_eq!(
+            c.sync_url("pi-1").unwrap(),
+            "wss://fleet.lan:8600/api/v1/devices/pi-1/sync"
+        );
+        assert_eq!(
+            c.enroll_url().unwrap().as_str(),
+            "https://fleet.lan:8600/api/v1/enroll"
+        );
+    }
+
+    #[test]
     fn bad_values_name_the_key() {
         for (text, key) in [
             ("url = \"fleet:8600\"", "fleet.url"),
             ("url = \"ftp://fleet\"", "fleet.url"),
-            ("url = \"https://fleet\"", "fleet.url"),
+            ("ca_file = \"/nonexistent/ca.pem\"", "fleet.ca_file"),
             ("url = \"http://fleet/x\"", "fleet.url"),
             ("enrollment_token = \"abc\"", "fleet.enrollment_token"),
             (

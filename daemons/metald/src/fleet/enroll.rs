@@ -97,23 +97,25 @@ fn error_message(body: &str) -> String {
 
 /// Calls `POST <url>` with the request; returns the credential.
 pub async fn enroll(
-    client: &reqwest::Client,
+    client: &wrale_tls::HttpClient,
     url: reqwest::Url,
     req: &EnrollRequest,
 ) -> Result<Enrolled, EnrollError> {
+    let json = serde_json::to_vec(req)
+        .map_err(|e| EnrollError::Unreachable(format!("cannot encode the request: {e}")))?;
     let resp = client
-        .post(url.clone())
-        .timeout(ENROLL_TIMEOUT)
-        .json(req)
-        .send()
+        .request(
+            wrale_tls::Method::POST,
+            url.as_str(),
+            &[("content-type", "application/json")],
+            Some(json),
+            Some(ENROLL_TIMEOUT),
+        )
         .await
         .map_err(|e| EnrollError::Unreachable(format!("{url}: {e}")))?;
-    let status = resp.status();
-    let body = resp
-        .text()
-        .await
-        .map_err(|e| EnrollError::Unreachable(format!("{url}: reading the answer: {e}")))?;
-    match status.as_u16() {
+    let status = resp.status;
+    let body = String::from_utf8_lossy(&resp.body).into_owned();
+    match status {
         200 | 201 => {
             let enrolled: Enrolled = serde_json::from_str(&body)
                 .map_err(|e| EnrollError::Unreachable(format!("{url}: unusable answer: {e}")))?;

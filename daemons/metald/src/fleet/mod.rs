@@ -31,7 +31,7 @@ use wrale_core::Timestamp;
 use wrale_core::board::BoardProfile;
 use wrale_core::model::{Actor, Command, CommandRequest, DeviceInfo};
 use wrale_core::policy::PolicyLayer;
-use wrale_sync::agent::WsConnector;
+use wrale_sync::transport::WsTransport;
 use wrale_sync::{
     Agent, AgentConfig, AgentMode, AgentStatus, Author, ConfigStatus, ConfigValidator,
     ConfigVerdict, Connector, DesiredConfig, FieldPath, FieldValue, PolicyValidator, Rejection,
@@ -48,6 +48,8 @@ use crate::workloads::Workloads;
 
 /// How long one WebSocket connection attempt may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Longest an enrollment request may take (enroll.rs sets its own, shorter one).
+const ENROLL_HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
@@ -173,7 +175,6 @@ pub fn start(parts: FleetParts, shutdown: CancellationToken) -> FleetHandle {
             cred_path,
             credential,
             refused: None,
-            http: reqwest::Client::new(),
             enroll: enroll.clone(),
         };
         let agent_config = AgentConfig {
@@ -374,7 +375,6 @@ struct FleetConnector {
     credential: Option<String>,
     /// A refused token and when it may be tried again.
     refused: Option<(String, tokio::time::Instant)>,
-    http: reqwest::Client,
     enroll: Arc<Mutex<EnrollState>>,
 }
 
@@ -412,7 +412,15 @@ impl FleetConnector {
             .ok_or_else(|| sync_err("fleet.url is not set"))?;
         lock(&self.enroll).attempts += 1;
         let req = enroll::EnrollRequest::new(token.clone(), &self.device);
-        match enroll::enroll(&self.http, url, &req).await {
+        // Built per attempt: a reload may have changed fleet.ca_file.
+        let tls = fleet.tls_config().map_err(|m| {
+            lock(&self.enroll).last_error = Some(m.clone());
+            tracing::error!("cannot enroll with the fleet: {m}");
+            sync_err(m)
+        })?;
+        let http = wrale_tls::HttpClient::new(tls, CONNECT_TIMEOUT, ENROLL_HTTP_TIMEOUT)
+            .user_agent(concat!("metald/", env!("CARGO_PKG_VERSION")));
+        match enroll::enroll(&http, url, &req).await {
             Ok(done) => {
                 let path = self.cred_path.clone();
                 let credential = done.credential.clone();
@@ -486,9 +494,14 @@ impl Connector for FleetConnector {
             .fleet
             .sync_url(self.device.id.as_str())
             .ok_or_else(|| sync_err("fleet.url is not set"))?;
-        let mut ws = WsConnector::new(url.clone()).with_token(credential);
-        match tokio::time::timeout(CONNECT_TIMEOUT, ws.connect()).await {
-            Ok(Ok(t)) => Ok(t),
+        let tls = if url.starts_with("wss://") {
+            Some(self.app.config().fleet.tls_config().map_err(sync_err)?)
+        } else {
+            None
+        };
+        let connect = WsTransport::connect_with_tls(&url, Some(&credential), tls);
+        match tokio::time::timeout(CONNECT_TIMEOUT, connect).await {
+            Ok(Ok(t)) => Ok(Box::new(t) as Box<dyn Transport>),
             Ok(Err(e)) => {
                 let m = e.to_string();
                 if m.contains("401") {

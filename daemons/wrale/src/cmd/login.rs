@@ -31,6 +31,10 @@ pub(crate) async fn login(ctx: &Ctx, args: LoginArgs) -> CliResult {
     let mut file = cfg::load(&path).unwrap_or_default();
     file.url = Some(ctx.client.base_url().trim_end_matches('/').to_owned());
     file.token = Some(session.token.clone());
+    if let Some(ca) = &ctx.global.ca_cert {
+        // Stored absolute, so later commands find it from any directory.
+        file.ca_cert = Some(std::path::absolute(ca).unwrap_or_else(|_| ca.clone()));
+    }
     cfg::save(&path, &file)?;
     if ctx.json {
         let v = serde_json::json!({

@@ -30,7 +30,7 @@ impl Ctx {
     fn new(global: Global) -> CliResult<Ctx> {
         let file = cfg::load(&cfg::path(&global)?)?;
         let target = cfg::resolve(&global, &file);
-        let client = Client::new(&target.url, target.token)?;
+        let client = cfg::client(target)?;
         Ok(Ctx {
             client,
             json: global.json,
