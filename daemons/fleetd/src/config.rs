@@ -370,6 +370,21 @@ mod tests {
     }
 
     #[test]
+    fn api_tls_needs_both_files_or_neither() {
+        let e = Config::from_toml_str("[api.tls]\ncert_file = \"/c.pem\"\n").unwrap_err();
+        assert!(e.to_string().contains("api.tls.key_file"), "{e}");
+        let e = Config::from_toml_str("[api.tls]\nkey_file = \"/k.pem\"\n").unwrap_err();
+        assert!(e.to_string().contains("api.tls.cert_file"), "{e}");
+        let c = Config::from_toml_str("[api.tls]\ncert_file = \"/c.pem\"\nkey_file = \"/k.pem\"\n")
+            .unwrap();
+        assert_eq!(
+            c.api.tls.files(),
+            Some((Path::new("/c.pem"), Path::new("/k.pem")))
+        );
+        assert_eq!(Config::default().api.tls.files(), None);
+    }
+
+    #[test]
     fn layers_win_in_order_and_errors_name_key_and_origin() {
         let dir = tempfile_dir();
         let path = dir.join("fleetd.toml");

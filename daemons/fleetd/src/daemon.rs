@@ -45,6 +45,14 @@ impl Daemon {
     pub async fn run(self, listener: TcpListener, mut signals: Signals) -> anyhow::Result<()> {
         let Daemon { config, loader } = self;
         let config = Arc::new(config);
+        // `[api.tls]`, checked first: the API over TLS; reloads re-read the files.
+        let tls = match config.api.tls.files() {
+            Some((cert, key)) => Some(
+                wrale_tls::ServerTls::from_files(cert, key)
+                    .context("api.tls: loading the certificate")?,
+            ),
+            None => None,
+        };
         let c = config.clone();
         let store = tokio::task::spawn_blocking(move || -> anyhow::Result<_> {
             let store = crate::admin::open_store(&c)?;
@@ -84,14 +92,6 @@ impl Daemon {
                 None,
             )
             .await;
-        // `[api.tls]`: the same API over TLS; the certificate is re-read on reload.
-        let tls = match config.api.tls.files() {
-            Some((cert, key)) => Some(
-                wrale_tls::ServerTls::from_files(cert, key)
-                    .context("api.tls: loading the certificate")?,
-            ),
-            None => None,
-        };
         let scheme = if tls.is_some() { "https" } else { "http" };
         tracing::info!(%addr, url = %format!("{scheme}://{addr}"), data = %config.data.dir.display(), "listening");
 

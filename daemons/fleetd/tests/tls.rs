@@ -113,6 +113,20 @@ async fn rest_and_events_over_https_need_the_ca() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_certificate_file_stops_the_start_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = TestCa::new("fleet CA").write(dir.path(), "", 1);
+    std::fs::write(&f.cert, "").unwrap();
+    let mut server = TestServer::start_with(&tls_body(&f)).await;
+    let e = server.stop().await.unwrap_err();
+    let m = format!("{e:#}");
+    assert!(
+        m.contains("api.tls") && m.contains("cert.pem") && m.contains("no certificate in it"),
+        "{m}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plaintext_and_garbage_do_not_stop_the_tls_port() {
     let dir = tempfile::tempdir().unwrap();
     let f = TestCa::new("fleet CA").write(dir.path(), "", 1);
