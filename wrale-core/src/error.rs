@@ -206,9 +206,18 @@ impl ErrorCategory {
             "policy_violation" | "config_rejected" | "safe_mode" => ErrorCategory::Policy,
             "unauthorized" | "forbidden" | "enrollment_invalid" => ErrorCategory::Auth,
             "not_found" | "unknown_version" => ErrorCategory::NotFound,
-            "invalid_body" | "invalid_query" | "invalid_argument" | "invalid_id"
-            | "invalid_policy" | "invalid_profile" | "invalid_token" | "body_too_large"
-            | "invalid_field" | "unknown_field" => ErrorCategory::InvalidInput,
+            "invalid_body"
+            | "invalid_query"
+            | "invalid_argument"
+            | "invalid_id"
+            | "invalid_policy"
+            | "invalid_profile"
+            | "invalid_token"
+            | "body_too_large"
+            | "invalid_field"
+            | "unknown_field"
+            | "invalid_request"
+            | "unsupported_media_type" => ErrorCategory::InvalidInput,
             "conflict" | "open_conflicts" | "epoch_mismatch" | "wrong_device" => {
                 ErrorCategory::Conflict
             }
@@ -222,6 +231,7 @@ impl ErrorCategory {
             | "unsupported"
             | "sensor_fault"
             | "backend_not_compiled"
+            | "command_failed"
             | "other" => ErrorCategory::Hardware,
             "automerge" | "decode_error" | "bad_frame" | "schema" | "schema_too_new"
             | "sync_store" | "telemetry" | "sync_io" => ErrorCategory::Sync,
@@ -341,6 +351,13 @@ mod tests {
             ErrorCategory::from_code("device_offline"),
             Some(ErrorCategory::Unavailable)
         );
+        for (code, category) in [
+            ("invalid_request", ErrorCategory::InvalidInput),
+            ("unsupported_media_type", ErrorCategory::InvalidInput),
+            ("command_failed", ErrorCategory::Hardware),
+        ] {
+            assert_eq!(ErrorCategory::from_code(code), Some(category), "{code}");
+        }
         assert_eq!(ErrorCategory::from_code("no_such_code"), None);
         assert_eq!(ErrorCategory::NotFound.to_string(), "not_found");
     }

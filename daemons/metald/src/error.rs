@@ -21,6 +21,12 @@ pub struct ApiError {
 impl ApiError {
     /// An error with an explicit status and code.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        // Clients (wrale-client, the bindings) classify errors by code; a code
+        // without a category would reach them as a bare HTTP status.
+        debug_assert!(
+            wrale_core::ErrorCategory::from_code(code).is_some(),
+            "error code {code:?} has no category in wrale_core::ErrorCategory::from_code"
+        );
         Self {
             status,
             code,
