@@ -331,7 +331,8 @@ fn alert_code(id: &str) -> String {
     }
 }
 
-/// Reported alerts -> fleetd's alert list (raise new ones, clear gone ones);
+/// Reported alerts -> fleetd's alert list (raise new ones, clear gone ones, each
+/// audited with the device as actor);
 /// reported health -> the registry; reported agent version -> the registry.
 async fn sync_reported_state(s: &AppState, device: &DeviceId) -> Result<(), ApiError> {
     let reported = s
@@ -382,6 +383,16 @@ async fn sync_reported_state(s: &AppState, device: &DeviceId) -> Result<(), ApiE
         let (b, t) = (by.clone(), now());
         let (rec, created) = s.store(move |st| st.raise_alert(&alert, &b, t)).await?;
         if created {
+            s.audit(
+                &by,
+                "alert.raise",
+                &format!("alert:{}", rec.id),
+                "allowed",
+                json!({"code": rec.code, "severity": rec.severity, "key": rec.key,
+                       "reason": "reported by the device"}),
+                Some(device.clone()),
+            )
+            .await;
             s.publish(
                 EventKind::Alert,
                 Some(device.clone()),
@@ -397,6 +408,16 @@ async fn sync_reported_state(s: &AppState, device: &DeviceId) -> Result<(), ApiE
         }
         let (aid, b, t) = (a.id, by.clone(), now());
         let rec = s.store(move |st| st.clear_alert(aid, &b, t)).await?;
+        s.audit(
+            &by,
+            "alert.clear",
+            &format!("alert:{}", rec.id),
+            "allowed",
+            json!({"state": rec.state, "code": rec.code, "key": rec.key,
+                   "reason": "no longer reported by the device"}),
+            Some(device.clone()),
+        )
+        .await;
         s.publish(
             EventKind::Alert,
             Some(device.clone()),
