@@ -216,12 +216,14 @@ impl ErrorCategory {
             | "body_too_large"
             | "invalid_field"
             | "unknown_field"
+            | "method_not_allowed"
+            | "invalid_config"
             | "invalid_request"
             | "unsupported_media_type" => ErrorCategory::InvalidInput,
             "conflict" | "open_conflicts" | "epoch_mismatch" | "wrong_device" => {
                 ErrorCategory::Conflict
             }
-            "device_offline" | "timeout" | "transport" | "unavailable" => {
+            "device_offline" | "timeout" | "transport" | "unavailable" | "not_ready" => {
                 ErrorCategory::Unavailable
             }
             "hardware_error"
@@ -354,6 +356,9 @@ mod tests {
         for (code, category) in [
             ("invalid_request", ErrorCategory::InvalidInput),
             ("unsupported_media_type", ErrorCategory::InvalidInput),
+            ("method_not_allowed", ErrorCategory::InvalidInput),
+            ("invalid_config", ErrorCategory::InvalidInput),
+            ("not_ready", ErrorCategory::Unavailable),
             ("command_failed", ErrorCategory::Hardware),
         ] {
             assert_eq!(ErrorCategory::from_code(code), Some(category), "{code}");
