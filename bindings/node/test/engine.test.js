@@ -5,16 +5,7 @@
 const test = require('node:test')
 const assert = require('node:assert/strict')
 const { Board, SafetyEngine } = require('..')
-
-const INTERLOCK = `
-scope = "fleet"
-[security]
-lock_gpio_when_case_open = true
-[[interlock]]
-id = "gpio17-case-open"
-deny = { command = "set_gpio", pin = 17, level = "high" }
-when = { case_open = true }
-`
+const { INTERLOCK } = require('./fixtures')
 
 function hotSample() {
   const board = Board.sim('pi4b', { noise: false, loadPct: 100, ambientC: 35 })

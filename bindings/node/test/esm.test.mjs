@@ -20,6 +20,7 @@ import wrale, {
   version,
 } from 'wrale'
 import fleetdHelpers from './fleetd.js'
+import { INTERLOCK } from './fixtures.js'
 
 const require = createRequire(import.meta.url)
 const { startFleetd } = fleetdHelpers
@@ -41,9 +42,7 @@ test('every name index.d.ts declares is a named export of the ES module, the sam
 
 test('named imports: a PolicyViolation of the safety engine and an argument error are instances of the imported classes', () => {
   // Refused while the case state is unknown.
-  const interlock = 'scope = "fleet"\n[security]\nlock_gpio_when_case_open = true\n[[interlock]]\nid = "gpio17-case-open"\n' +
-    'deny = { command = "set_gpio", pin = 17, level = "high" }\nwhen = { case_open = true }\n'
-  const engine = new SafetyEngine('pi4b', interlock)
+  const engine = new SafetyEngine('pi4b', INTERLOCK)
   assert.ok(engine instanceof SafetyEngine)
   assert.throws(() => engine.require({ type: 'set_gpio', pin: 17, level: 'high' }), (e) => {
     assert.ok(e instanceof PolicyViolation)
