@@ -12,6 +12,7 @@ const path = require('node:path')
 const wrale = require('..')
 const { Board, Device, Fleet, SafetyEngine, Sample, SyncSession, Twin, WraleError, InvalidInput, PolicyViolation, NotFound } = wrale
 const { startFleetd, tempDir } = require('./fleetd')
+const { INTERLOCK } = require('./fixtures')
 
 let fleetd
 
@@ -86,17 +87,6 @@ test('Promise-returning calls: a wrong type rejects (never throws) with an Inval
   await assert.rejects(stream.next('soon'), argumentError('EventStream#next: ', 'expected a number, got string'))
   await stream.close()
 })
-
-// Refused with a PolicyViolation while the case state is unknown.
-const INTERLOCK = `
-scope = "fleet"
-[security]
-lock_gpio_when_case_open = true
-[[interlock]]
-id = "gpio17-case-open"
-deny = { command = "set_gpio", pin = 17, level = "high" }
-when = { case_open = true }
-`
 
 test('correct calls, class identity and the Rust-side errors are unaffected', async () => {
   const engine = new SafetyEngine('pi4b', 'scope = "fleet"\n[thermal]\nwarn_c = 65.0\n')
