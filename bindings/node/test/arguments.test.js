@@ -215,3 +215,25 @@ test('every declared native member with a parameter refuses a wrong argument as 
   for (const stream of streams) await stream.close()
   assert.ok(checked > 50, `${checked} members checked`)
 })
+
+test('src/extend.js treats exactly the declared Promise-returning methods as such, ones without parameters included', async () => {
+  // Called on an object that is not an instance of its class, every native
+  // method fails before doing anything (V8's receiver check): one declared
+  // to return a Promise must reject, any other must throw. So a method whose
+  // declared return type changes fails here until src/extend.js's list of
+  // Promise-returning methods follows, whatever its parameters.
+  const methods = declaredMembers().filter((m) => m.kind === 'method')
+  assert.ok(methods.some((m) => m.promise && m.arity === 0 && m.cls !== 'Fleet'), 'a Promise-returning method without parameters outside Fleet is checked')
+  for (const { cls, name, promise } of methods) {
+    const what = `${cls}#${name} on a wrong receiver`
+    const call = () => wrale[cls].prototype[name].call({})
+    if (promise) {
+      let result
+      assert.doesNotThrow(() => (result = call()), what)
+      assert.ok(result instanceof Promise, what)
+      await assert.rejects(result, Error, what)
+    } else {
+      assert.throws(call, Error, what)
+    }
+  }
+})
